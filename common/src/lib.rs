@@ -1,3 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Shared pieces of the backends.
+//! Pieces shared by the `vhost-gpio` and `vhost-i2c-eeprom` backends and their tests.
+//!
+//! - [`line`]: the pull of a simulated line.
+//! - [`wp`]: the write-protect line state file that vhost-gpio publishes and the EEPROM
+//!   backend obeys.
+//! - [`frontend`]: a vhost-user frontend that plays QEMU and the guest driver, for
+//!   integration tests and benchmarks.
+//! - [`testutil`]: process guards and polling helpers for tests.
+
+pub mod frontend;
+pub mod line;
+pub mod testutil;
+pub mod wp;

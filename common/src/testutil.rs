@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Helpers for tests that start the real backend binaries: a guard that always stops the
+//! process it started, the path of a workspace binary, and polling with a deadline.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process_group, Pid, Signal};
+
+/// A child process in its own process group, killed (SIGKILL to the whole group) and reaped
+/// when dropped. Its stdout and stderr go to a log file in a private temp dir.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Child,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+    reaped: Option<ExitStatus>,
+}
+
+impl ChildGuard {
+    /// Starts `cmd` in a new process group, output to a log file.
+    pub fn spawn(mut cmd: Command) -> io::Result<ChildGuard> {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::Builder::new().prefix("child-log-").tempdir()?;
+        let log_path = dir.path().join("output.log");
+        let log = File::create(&log_path)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?;
+        Ok(ChildGuard {
+            child,
+            log_path,
+            _dir: dir,
+            reaped: None,
+        })
+    }
+
+    /// The child's pid (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal_group(&self, sig: Signal) -> io::Result<()> {
+        let raw = i32::try_from(self.child.id())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let pid = Pid::from_raw(raw)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
+        match kill_process_group(pid, sig) {
+            Ok(()) => Ok(()),
+            // Already gone.
+            Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// SIGKILL to the group, then reap.
+    pub fn kill9(&mut self) -> io::Result<ExitStatus> {
+        if let Some(s) = self.reaped {
+            return Ok(s);
+        }
+        self.signal_group(Signal::KILL)?;
+        let s = self.child.wait()?;
+        self.reaped = Some(s);
+        Ok(s)
+    }
+
+    /// SIGTERM to the group, wait up to `timeout`, then SIGKILL. Returns the exit status if the
+    /// child ended on SIGTERM, `None` if it had to be killed.
+    pub fn terminate(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.reaped {
+            return Ok(Some(s));
+        }
+        self.signal_group(Signal::TERM)?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.try_wait()? {
+                return Ok(Some(s));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.kill9()?;
+        Ok(None)
+    }
+
+    /// The exit status if the child has ended.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.reaped {
+            return Ok(Some(s));
+        }
+        let s = self.child.try_wait()?;
+        if s.is_some() {
+            self.reaped = s;
+        }
+        Ok(s)
+    }
+
+    /// What the child printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            let _ = self.signal_group(Signal::KILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `f` every 5 ms until it returns `Some` or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until something listens on the Unix socket at `path`.
+pub fn wait_for_socket(path: &Path, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        std::os::unix::net::UnixStream::connect(path)
+            .ok()
+            .map(|_| ())
+    })
+    .is_some()
+}
+
+/// The path of a binary of this workspace, `target/<profile>/NAME`, next to the running test
+/// executable. If it is not there (the test runs without its package having been built), it
+/// is built first with `$CARGO build --bin NAME`.
+///
+/// Panics if it cannot be found or built: this is for tests only.
+pub fn cargo_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("test executable has no parent directory")
+        .to_path_buf();
+    let bin = profile_dir.join(name);
+    if bin.is_file() {
+        return bin;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = profile_dir
+        .parent()
+        .expect("profile directory has no parent")
+        .to_path_buf();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--bin")
+        .arg(name)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("running cargo build");
+    assert!(status.success(), "cargo build --bin {name} failed");
+    assert!(bin.is_file(), "{} missing after build", bin.display());
+    bin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_kills_the_whole_group_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("sleep 30 & echo $! > {}; wait", pidfile.display()));
+        let guard = ChildGuard::spawn(cmd).unwrap();
+        let grandchild: i32 = wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        })
+        .expect("grandchild started");
+        drop(guard);
+        let gone = wait_until(Duration::from_secs(5), || {
+            let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).ok();
+            // Gone, or a zombie waiting for init.
+            match stat {
+                None => Some(()),
+                Some(s) if s.split_whitespace().nth(2) == Some("Z") => Some(()),
+                Some(_) => None,
+            }
+        });
+        assert!(gone.is_some(), "grandchild {grandchild} survived the guard");
+    }
+
+    #[test]
+    fn terminate_reports_a_clean_exit_and_log_has_output() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo hello; trap 'exit 3' TERM; while :; do sleep 0.01; done");
+        let mut g = ChildGuard::spawn(cmd).unwrap();
+        assert!(wait_until(Duration::from_secs(5), || g
+            .log()
+            .contains("hello")
+            .then_some(()))
+        .is_some());
+        let s = g.terminate(Duration::from_secs(5)).unwrap();
+        assert_eq!(s.and_then(|s| s.code()), Some(3));
+    }
+
+    #[test]
+    fn wait_until_gives_up() {
+        assert_eq!(wait_until(Duration::from_millis(20), || None::<()>), None);
+        assert_eq!(wait_until(Duration::from_millis(20), || Some(4)), Some(4));
+    }
+}
