@@ -1,0 +1,731 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The vhost-user glue: a thin [`VhostUserBackendMut`] that pops chains, checks
+//! them, hands parsed requests to the model (through [`Device`]) and returns
+//! every chain with `add_used`. Malformed chains get an error status when they
+//! carry a device-writable buffer, else they are returned with length 0 and a
+//! log line; the worker never stops on guest input.
+//!
+//! # Seeing the guest go away
+//!
+//! The WP line must float as soon as the guest driver stops the device. What
+//! vhost-user-backend 0.24 lets a backend observe, and what we use:
+//! - `GET_VRING_BASE` (ring stopped): the library calls
+//!   [`VhostUserBackendMut::stop_vring`];
+//! - `RESET_DEVICE`: the library calls [`VhostUserBackendMut::reset_device`]
+//!   (we offer `VHOST_USER_PROTOCOL_F_RESET_DEVICE` so frontends send it);
+//! - `SET_VRING_ENABLE 0`: the library only flips the vring's `enabled` flag and
+//!   no callback follows, so our vring type [`GpioVring`] wraps `VringRwLock`
+//!   and reports `set_enabled(false)` to the device;
+//! - end of the connection: the connection loop in `main` calls
+//!   [`Device::guest_gone`] when the daemon's `wait` returns.
+//!
+//! `RESET_OWNER` reaches no backend hook in 0.24; every frontend we know stops
+//! the rings (`GET_VRING_BASE`) before it resets, which we do see.
+
+use std::io;
+use std::io::{Read, Write};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, OnceLock, Weak};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{
+    VhostUserBackendMut, VringRwLock, VringStateGuard, VringStateMutGuard, VringT,
+};
+use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
+use vm_memory::{
+    Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap,
+};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::device::{Device, EventToken};
+use crate::model::{Completion, Effects, IrqStatus, ModelError};
+use crate::protocol::{
+    parse_irq_request, Request, VirtioGpioResponse, EVENT_QUEUE, IRQ_REQUEST_SIZE, NUM_QUEUES,
+    REQUEST_QUEUE, REQUEST_SIZE, VIRTIO_GPIO_F_IRQ, VIRTIO_GPIO_IRQ_STATUS_INVALID,
+    VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_STATUS_ERR, VIRTIO_GPIO_STATUS_OK,
+};
+
+/// Largest queue the backend accepts.
+pub const QUEUE_SIZE: usize = 1024;
+/// Most descriptors a GPIO chain may have (a request uses 2).
+pub const MAX_CHAIN_DESCRIPTORS: usize = 16;
+/// Epoll id of the device wake-up eventfd (0..=NUM_QUEUES are the library's).
+pub const DEVICE_EVENT: u16 = 3;
+const _: () = assert!(DEVICE_EVENT as usize > NUM_QUEUES);
+
+type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
+type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+
+/// A `VringRwLock` that tells the device when the frontend disables it
+/// (`SET_VRING_ENABLE 0`, or a device reset), which the library reports to no
+/// backend callback.
+#[derive(Clone)]
+pub struct GpioVring {
+    inner: VringRwLock<Mem>,
+    observer: Arc<OnceLock<Weak<Device>>>,
+}
+
+impl std::fmt::Debug for GpioVring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpioVring")
+            .field("observed", &self.observed())
+            .finish()
+    }
+}
+
+impl GpioVring {
+    /// Attach the device to be told about disables (first call wins).
+    pub fn observe(&self, device: &Arc<Device>) {
+        let _ = self.observer.set(Arc::downgrade(device));
+    }
+
+    /// True once a device observes this vring.
+    pub fn observed(&self) -> bool {
+        self.observer.get().is_some()
+    }
+}
+
+impl<'a> VringStateGuard<'a, Mem> for GpioVring {
+    type G = <VringRwLock<Mem> as VringStateGuard<'a, Mem>>::G;
+}
+
+impl<'a> VringStateMutGuard<'a, Mem> for GpioVring {
+    type G = <VringRwLock<Mem> as VringStateMutGuard<'a, Mem>>::G;
+}
+
+impl VringT<Mem> for GpioVring {
+    fn new(mem: Mem, max_queue_size: u16) -> Result<Self, virtio_queue::Error> {
+        Ok(GpioVring {
+            inner: VringRwLock::new(mem, max_queue_size)?,
+            observer: Arc::new(OnceLock::new()),
+        })
+    }
+    fn get_ref(&self) -> <Self as VringStateGuard<'_, Mem>>::G {
+        self.inner.get_ref()
+    }
+    fn get_mut(&self) -> <Self as VringStateMutGuard<'_, Mem>>::G {
+        self.inner.get_mut()
+    }
+    fn add_used(&self, desc_index: u16, len: u32) -> Result<(), virtio_queue::Error> {
+        self.inner.add_used(desc_index, len)
+    }
+    fn signal_used_queue(&self) -> io::Result<()> {
+        self.inner.signal_used_queue()
+    }
+    fn enable_notification(&self) -> Result<bool, virtio_queue::Error> {
+        self.inner.enable_notification()
+    }
+    fn disable_notification(&self) -> Result<(), virtio_queue::Error> {
+        self.inner.disable_notification()
+    }
+    fn needs_notification(&self) -> Result<bool, virtio_queue::Error> {
+        self.inner.needs_notification()
+    }
+    fn set_enabled(&self, enabled: bool) {
+        self.inner.set_enabled(enabled);
+        if !enabled {
+            if let Some(device) = self.observer.get().and_then(Weak::upgrade) {
+                device.guest_gone("ring disabled (SET_VRING_ENABLE 0 or reset)");
+            }
+        }
+    }
+    fn set_queue_info(&self, desc: u64, avail: u64, used: u64) -> Result<(), virtio_queue::Error> {
+        self.inner.set_queue_info(desc, avail, used)
+    }
+    fn queue_next_avail(&self) -> u16 {
+        self.inner.queue_next_avail()
+    }
+    fn set_queue_next_avail(&self, base: u16) {
+        self.inner.set_queue_next_avail(base)
+    }
+    fn set_queue_next_used(&self, idx: u16) {
+        self.inner.set_queue_next_used(idx)
+    }
+    fn queue_used_idx(&self) -> Result<u16, virtio_queue::Error> {
+        self.inner.queue_used_idx()
+    }
+    fn set_queue_size(&self, num: u16) {
+        self.inner.set_queue_size(num)
+    }
+    fn set_queue_event_idx(&self, enabled: bool) {
+        self.inner.set_queue_event_idx(enabled)
+    }
+    fn set_queue_ready(&self, ready: bool) {
+        self.inner.set_queue_ready(ready)
+    }
+    fn set_kick(&self, file: Option<std::fs::File>) {
+        self.inner.set_kick(file)
+    }
+    fn read_kick(&self) -> io::Result<bool> {
+        self.inner.read_kick()
+    }
+    fn set_call(&self, file: Option<std::fs::File>) {
+        self.inner.set_call(file)
+    }
+    fn set_err(&self, file: Option<std::fs::File>) {
+        self.inner.set_err(file)
+    }
+}
+
+/// Why a chain could not be served normally (logged; never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// More descriptors than any GPIO message needs.
+    #[error("chain has more than {MAX_CHAIN_DESCRIPTORS} descriptors")]
+    TooManyDescriptors,
+    /// A device-readable descriptor after a device-writable one.
+    #[error("device-readable descriptor after a device-writable one")]
+    WrongDirection,
+    /// A descriptor points outside guest memory (or the chain is otherwise unusable).
+    #[error("descriptor outside guest memory")]
+    Memory(#[source] virtio_queue::Error),
+    /// The request part is too short.
+    #[error("request has {got} readable bytes, needs {need}")]
+    ShortRequest {
+        /// Bytes there.
+        got: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// The response part is too short.
+    #[error("response buffer has {got} writable bytes, needs {need}")]
+    ShortResponse {
+        /// Bytes there.
+        got: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// No device-writable buffer at all: the chain is dropped.
+    #[error("no device-writable buffer")]
+    NoResponseBuffer,
+    /// Guest memory access failed mid-way.
+    #[error("guest memory access")]
+    Io(#[source] io::Error),
+    /// The model refused the request.
+    #[error("request refused")]
+    Model(#[source] ModelError),
+    /// Unknown request type.
+    #[error("unknown request type {0:#x}")]
+    Unsupported(u16),
+    /// Publishing the WP line failed.
+    #[error("WP state file")]
+    Wp(#[source] common::wp::WpError),
+}
+
+/// Structural check of a chain: descriptor count and order.
+fn check_shape(chain: &Chain) -> Result<(), ChainError> {
+    let mut seen_write = false;
+    for (n, desc) in chain.clone().enumerate() {
+        if n >= MAX_CHAIN_DESCRIPTORS {
+            return Err(ChainError::TooManyDescriptors);
+        }
+        let desc: Descriptor = desc;
+        if desc.is_write_only() {
+            seen_write = true;
+        } else if seen_write {
+            return Err(ChainError::WrongDirection);
+        }
+    }
+    Ok(())
+}
+
+/// Write an error status into whatever writable room the chain has; returns the
+/// used length (0 if nothing could be written).
+fn write_status(writer: &mut Writer<'_>, bytes: &[u8]) -> u32 {
+    let n = writer.available_bytes().min(bytes.len());
+    match bytes.get(..n).map(|b| writer.write_all(b)) {
+        Some(Ok(())) => u32::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The vhost-user backend of one device.
+pub struct VhostUserGpioBackend {
+    device: Arc<Device>,
+    mem: Option<Mem>,
+    event_idx: bool,
+    acked_features: u64,
+    exit_rx: EventConsumer,
+    exit_tx: EventNotifier,
+    ready: Option<SyncSender<()>>,
+}
+
+impl std::fmt::Debug for VhostUserGpioBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhostUserGpioBackend")
+            .field("device", &self.device.name())
+            .field("event_idx", &self.event_idx)
+            .field("acked_features", &self.acked_features)
+            .finish()
+    }
+}
+
+impl VhostUserGpioBackend {
+    /// A backend for `device`. `ready` gets one message once the backend has
+    /// attached the device to its vrings (the first event it handles).
+    pub fn new(device: Arc<Device>, ready: Option<SyncSender<()>>) -> io::Result<Self> {
+        let (exit_rx, exit_tx) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
+        Ok(VhostUserGpioBackend {
+            device,
+            mem: None,
+            event_idx: false,
+            acked_features: 0,
+            exit_rx,
+            exit_tx,
+            ready,
+        })
+    }
+
+    fn irq_negotiated(&self) -> bool {
+        self.acked_features & (1 << VIRTIO_GPIO_F_IRQ) != 0
+    }
+
+    fn attach(&mut self, vrings: &[GpioVring]) {
+        for v in vrings {
+            v.observe(&self.device);
+        }
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Serve one requestq chain; returns the used length.
+    fn serve_request(&self, chain: &Chain, evq: Option<&GpioVring>) -> Result<u32, ChainError> {
+        let mem = chain.memory();
+        let mut writer = match Writer::new(mem, chain.clone()) {
+            Ok(w) if w.available_bytes() > 0 => w,
+            Ok(_) => return Err(ChainError::NoResponseBuffer),
+            Err(e) => return Err(ChainError::Memory(e)),
+        };
+        let err_resp = VirtioGpioResponse {
+            status: VIRTIO_GPIO_STATUS_ERR,
+            value: 0,
+        };
+        let err_bytes = [err_resp.status, err_resp.value];
+        let fail = |writer: &mut Writer<'_>, e: ChainError| -> Result<u32, ChainError> {
+            let len = write_status(writer, &err_bytes);
+            log::warn!(
+                "{}: requestq head {}: {e}; answered ERR",
+                self.device.name(),
+                chain.head_index()
+            );
+            Ok(len)
+        };
+        if let Err(e) = check_shape(chain) {
+            return fail(&mut writer, e);
+        }
+        let mut reader = match Reader::new(mem, chain.clone()) {
+            Ok(r) => r,
+            Err(e) => return fail(&mut writer, ChainError::Memory(e)),
+        };
+        let mut buf = [0u8; REQUEST_SIZE];
+        let got = reader.available_bytes().min(REQUEST_SIZE);
+        let Some(head) = buf.get_mut(..got) else {
+            return fail(
+                &mut writer,
+                ChainError::ShortRequest {
+                    got,
+                    need: REQUEST_SIZE,
+                },
+            );
+        };
+        if let Err(e) = reader.read_exact(head) {
+            return fail(&mut writer, ChainError::Io(e));
+        }
+        let request = match Request::parse(head) {
+            Ok(r) => r,
+            Err(_) => {
+                return fail(
+                    &mut writer,
+                    ChainError::ShortRequest {
+                        got,
+                        need: REQUEST_SIZE,
+                    },
+                )
+            }
+        };
+        let mut st = self.device.lock();
+        let names_size = st.model.names_block().len();
+        let need = request.response_size(names_size);
+        let room = writer.available_bytes();
+        if room < need {
+            drop(st);
+            return fail(&mut writer, ChainError::ShortResponse { got: room, need });
+        }
+        let negotiated = self.irq_negotiated();
+        let outcome: Result<(Vec<u8>, Effects<EventToken>), ChainError> = match request {
+            Request::GetNames => {
+                let mut out = Vec::with_capacity(need);
+                out.push(VIRTIO_GPIO_STATUS_OK);
+                out.extend_from_slice(st.model.names_block());
+                Ok((out, Effects::default()))
+            }
+            Request::GetDirection { gpio } => st
+                .model
+                .get_direction(gpio)
+                .map(|d| (vec![VIRTIO_GPIO_STATUS_OK, d.to_wire()], Effects::default()))
+                .map_err(ChainError::Model),
+            Request::GetValue { gpio } => st
+                .model
+                .get_value(gpio)
+                .map(|v| (vec![VIRTIO_GPIO_STATUS_OK, u8::from(v)], Effects::default()))
+                .map_err(ChainError::Model),
+            Request::SetDirection { gpio, direction } => st
+                .model
+                .set_direction(gpio, direction)
+                .map(|e| (vec![VIRTIO_GPIO_STATUS_OK, 0], e))
+                .map_err(ChainError::Model),
+            Request::SetValue { gpio, value } => st
+                .model
+                .set_value(gpio, value)
+                .map(|e| (vec![VIRTIO_GPIO_STATUS_OK, 0], e))
+                .map_err(ChainError::Model),
+            Request::SetIrqType { gpio, irq_type } => st
+                .model
+                .set_irq_type(gpio, irq_type, negotiated)
+                .map(|e| (vec![VIRTIO_GPIO_STATUS_OK, 0], e))
+                .map_err(ChainError::Model),
+            Request::Unsupported(t) => Err(ChainError::Unsupported(t)),
+        };
+        let (mut out, effects) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                drop(st);
+                let mut resp = err_bytes.to_vec();
+                resp.resize(need, 0);
+                log::warn!("{}: {request:?}: {e}; answered ERR", self.device.name());
+                return writer
+                    .write_all(&resp)
+                    .map(|()| u32::try_from(need).unwrap_or(0))
+                    .map_err(ChainError::Io);
+            }
+        };
+        // Causality: the WP line is in the shared file before the guest can see
+        // this answer.
+        if let Err(e) = st.publish(&effects) {
+            log::error!("{}: {request:?}: {e}", self.device.name());
+            if let Some(first) = out.first_mut() {
+                *first = VIRTIO_GPIO_STATUS_ERR;
+            }
+        }
+        let generation = st.generation();
+        drop(st);
+        if let Some(evq) = evq {
+            self.complete(evq, effects.completions, generation);
+        }
+        writer.write_all(&out).map_err(ChainError::Io)?;
+        Ok(u32::try_from(out.len()).unwrap_or(0))
+    }
+
+    /// Serve one eventq chain: hand the buffer to the model (unmask).
+    fn serve_event(&self, chain: &Chain, evq: &GpioVring) -> Option<u32> {
+        let mem = chain.memory();
+        let head = chain.head_index();
+        let name = self.device.name();
+        let mut writer = match Writer::new(mem, chain.clone()) {
+            Ok(w) if w.available_bytes() > 0 => w,
+            Ok(_) => {
+                log::warn!("{name}: eventq head {head}: no device-writable buffer; dropped");
+                return Some(0);
+            }
+            Err(e) => {
+                log::warn!(
+                    "{name}: eventq head {head}: {}; dropped",
+                    ChainError::Memory(e)
+                );
+                return Some(0);
+            }
+        };
+        let invalid = |writer: &mut Writer<'_>, e: &dyn std::fmt::Display| {
+            log::warn!("{name}: eventq head {head}: {e}; returned INVALID");
+            Some(write_status(writer, &[VIRTIO_GPIO_IRQ_STATUS_INVALID]))
+        };
+        if let Err(e) = check_shape(chain) {
+            return invalid(&mut writer, &e);
+        }
+        let mut reader = match Reader::new(mem, chain.clone()) {
+            Ok(r) => r,
+            Err(e) => return invalid(&mut writer, &ChainError::Memory(e)),
+        };
+        let mut buf = [0u8; IRQ_REQUEST_SIZE];
+        let got = reader.available_bytes();
+        if got < IRQ_REQUEST_SIZE || reader.read_exact(&mut buf).is_err() {
+            return invalid(
+                &mut writer,
+                &ChainError::ShortRequest {
+                    got,
+                    need: IRQ_REQUEST_SIZE,
+                },
+            );
+        }
+        let gpio = match parse_irq_request(&buf) {
+            Ok(g) => g,
+            Err(e) => return invalid(&mut writer, &e),
+        };
+        // The status byte is the first device-writable byte.
+        let Some(status_desc) = chain.clone().find(|d| d.is_write_only() && d.len() > 0) else {
+            return invalid(&mut writer, &ChainError::NoResponseBuffer);
+        };
+        let mut st = self.device.lock();
+        let token = EventToken {
+            head,
+            status_addr: status_desc.addr(),
+            generation: st.generation(),
+        };
+        match st.model.queue_irq_buffer(gpio, token) {
+            Ok(effects) => {
+                if let Err(e) = st.publish(&effects) {
+                    log::error!("{name}: {e}");
+                }
+                let generation = st.generation();
+                drop(st);
+                self.complete(evq, effects.completions, generation);
+                None
+            }
+            Err((_token, e)) => {
+                drop(st);
+                invalid(&mut writer, &e)
+            }
+        }
+    }
+
+    /// Return eventq buffers the model released.
+    fn complete(&self, evq: &GpioVring, completions: Vec<Completion<EventToken>>, generation: u64) {
+        if completions.is_empty() {
+            return;
+        }
+        let Some(mem) = self.mem.as_ref() else {
+            return;
+        };
+        let mem = mem.memory();
+        for c in completions {
+            if c.token.generation != generation {
+                log::debug!("stale eventq buffer {} dropped", c.token.head);
+                continue;
+            }
+            let status = match c.status {
+                IrqStatus::Valid => VIRTIO_GPIO_IRQ_STATUS_VALID,
+                IrqStatus::Invalid => VIRTIO_GPIO_IRQ_STATUS_INVALID,
+            };
+            let len = match mem.write_obj(status, c.token.status_addr) {
+                Ok(()) => 1,
+                Err(e) => {
+                    log::warn!("eventq head {}: writing the status: {e}", c.token.head);
+                    0
+                }
+            };
+            log::debug!(
+                "{}: line {} eventq buffer {} returned {:?}",
+                self.device.name(),
+                c.gpio,
+                c.token.head,
+                c.status
+            );
+            if let Err(e) = evq.add_used(c.token.head, len) {
+                log::warn!("eventq add_used: {e}");
+            }
+        }
+        self.signal(evq);
+    }
+
+    fn signal(&self, vring: &GpioVring) {
+        let needed = if self.event_idx {
+            vring.needs_notification().unwrap_or(true)
+        } else {
+            true
+        };
+        if needed {
+            if let Err(e) = vring.signal_used_queue() {
+                log::warn!("{}: signalling the frontend: {e}", self.device.name());
+            }
+        }
+    }
+
+    fn pop(&self, vring: &GpioVring) -> Option<Chain> {
+        let mem = self.mem.as_ref()?.memory();
+        vring.get_mut().get_queue_mut().pop_descriptor_chain(mem)
+    }
+
+    /// Drain one queue (the EVENT_IDX loop: disable notifications, drain,
+    /// re-enable, drain again if more arrived).
+    fn process_queue(&self, index: u16, vrings: &[GpioVring]) {
+        let Some(vring) = vrings.get(usize::from(index)) else {
+            return;
+        };
+        let evq = vrings.get(usize::from(EVENT_QUEUE));
+        loop {
+            if self.event_idx {
+                if let Err(e) = vring.disable_notification() {
+                    log::warn!("{}: queue {index}: {e}", self.device.name());
+                }
+            }
+            let mut used_any = false;
+            while let Some(chain) = self.pop(vring) {
+                let head = chain.head_index();
+                let used = if index == REQUEST_QUEUE {
+                    match self.serve_request(&chain, evq) {
+                        Ok(len) => Some(len),
+                        Err(e) => {
+                            log::warn!(
+                                "{}: requestq head {head}: {e}; dropped",
+                                self.device.name()
+                            );
+                            Some(0)
+                        }
+                    }
+                } else {
+                    // Only returned now when malformed or refused; else held.
+                    self.serve_event(&chain, vring)
+                };
+                if let Some(len) = used {
+                    if let Err(e) = vring.add_used(head, len) {
+                        log::warn!("{}: queue {index}: add_used: {e}", self.device.name());
+                    }
+                    used_any = true;
+                }
+            }
+            if used_any {
+                self.signal(vring);
+            }
+            if !self.event_idx {
+                break;
+            }
+            match vring.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    log::warn!("{}: queue {index}: {e}", self.device.name());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Return the eventq buffers the control socket released.
+    fn process_device_event(&self, vrings: &[GpioVring]) {
+        self.device.consume_wake();
+        let (pending, generation) = {
+            let mut st = self.device.lock();
+            (st.take_pending(), st.generation())
+        };
+        if pending.is_empty() {
+            return;
+        }
+        match vrings.get(usize::from(EVENT_QUEUE)) {
+            Some(evq) => self.complete(evq, pending, generation),
+            None => log::warn!("{}: interrupts pending but no eventq", self.device.name()),
+        }
+    }
+}
+
+impl VhostUserBackendMut for VhostUserGpioBackend {
+    type Bitmap = ();
+    type Vring = GpioVring;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_GPIO_F_IRQ)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn acked_features(&mut self, features: u64) {
+        self.acked_features = features;
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
+    fn reset_device(&mut self) {
+        self.device.guest_gone("device reset");
+    }
+
+    fn set_event_idx(&mut self, enabled: bool) {
+        self.event_idx = enabled;
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let (ngpio, names) = {
+            let st = self.device.lock();
+            (st.model.ngpio(), st.model.names_size())
+        };
+        let config = crate::protocol::encode_config(ngpio, names);
+        crate::protocol::config_slice(&config, offset, size).unwrap_or_else(|| {
+            log::warn!(
+                "{}: GET_CONFIG offset {offset} size {size} outside the {}-byte config space",
+                self.device.name(),
+                config.len()
+            );
+            Vec::new()
+        })
+    }
+
+    fn update_memory(&mut self, mem: Mem) -> io::Result<()> {
+        self.mem = Some(mem);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match (self.exit_rx.try_clone(), self.exit_tx.try_clone()) {
+            (Ok(rx), Ok(tx)) => Some((rx, tx)),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("{}: cloning the exit eventfd: {e}", self.device.name());
+                None
+            }
+        }
+    }
+
+    fn stop_vring(&mut self, queue_index: u32) -> io::Result<()> {
+        self.device
+            .guest_gone(&format!("ring {queue_index} stopped (GET_VRING_BASE)"));
+        Ok(())
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[GpioVring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        self.attach(vrings);
+        if !evset.contains(EventSet::IN) {
+            log::warn!("{}: unexpected event set {evset:?}", self.device.name());
+            return Ok(());
+        }
+        match device_event {
+            REQUEST_QUEUE | EVENT_QUEUE => self.process_queue(device_event, vrings),
+            DEVICE_EVENT => self.process_device_event(vrings),
+            other => log::warn!("{}: unknown event {other}", self.device.name()),
+        }
+        // Never return an error: that would stop the worker thread for good.
+        Ok(())
+    }
+}
+
+/// Guest memory type the backend uses, for callers building a daemon.
+pub fn new_guest_memory() -> Mem {
+    GuestMemoryAtomic::new(GuestMemoryMmap::new())
+}
