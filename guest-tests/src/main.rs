@@ -1,3 +1,340 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-fn main() {}
+//! `guest-tests`: boots the built guest kernel variants in QEMU.
+//!
+//! `guest-tests boot` boots each variant with scenario `boot` and no
+//! backends and checks that the scenario runner starts (its first marker),
+//! then that it finishes its KTAP plan and powers off.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use guest_tests::console::{Console, DONE, RUNNER_START};
+use guest_tests::ktap;
+use guest_tests::qemu::{self, Accel, Qemu, QemuConfig, QemuError};
+use guest_tests::variants::{self, Variant, VariantError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "guest-tests",
+    version,
+    about = "Boot the guest kernel variants in QEMU and check the scenario runner"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Boot each built variant (scenario `boot`, no backends) and check that
+    /// the runner starts, passes its checks and powers off.
+    Boot(BootArgs),
+}
+
+#[derive(Debug, Args)]
+struct BootArgs {
+    /// Variant to boot (repeatable); default: every built variant in the cache.
+    #[arg(long = "variant", value_name = "V")]
+    variants: Vec<String>,
+    /// Seconds to wait for the runner's first marker, and again for it to finish.
+    #[arg(long, default_value_t = 120, value_name = "S")]
+    timeout: u64,
+    /// Only wait for the first marker; don't require the runner to finish.
+    #[arg(long)]
+    first_marker_only: bool,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64", value_name = "PATH")]
+    qemu: PathBuf,
+    /// Cache root (default: $VGN_CACHE, else $XDG_CACHE_HOME/vhost-gpio-nvmem,
+    /// else ~/.cache/vhost-gpio-nvmem).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Keep each variant's console and QEMU log in DIR/<variant>/ (default:
+    /// a temporary directory, removed at exit).
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// Extra words for the kernel command line.
+    #[arg(long, value_name = "WORDS")]
+    append: Option<String>,
+}
+
+/// Errors of the binary.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error(transparent)]
+    Variant(#[from] VariantError),
+    #[error("no built variant in {0} (run scripts/build-guest)")]
+    NoVariants(PathBuf),
+    #[error("creating the run directory {path}")]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+}
+
+/// What happened to one variant.
+#[derive(Debug)]
+struct BootOutcome {
+    name: String,
+    /// Wall time from QEMU start to the first marker.
+    first_marker: Option<Duration>,
+    /// The guest's uptime when the runner started.
+    guest_uptime: Option<String>,
+    krelease: Option<String>,
+    /// Wall time from QEMU start to the `done` marker.
+    done: Option<Duration>,
+    /// (pass, fail, skip) of the runner's KTAP.
+    ktap: Option<(usize, usize, usize)>,
+    problems: Vec<String>,
+    console_tail: Vec<String>,
+}
+
+fn boot_one(v: &Variant, args: &BootArgs, run_dir: &Path) -> Result<BootOutcome, MainError> {
+    std::fs::create_dir_all(run_dir).map_err(|source| MainError::RunDir {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    let mut cfg = QemuConfig::new(&v.bzimage(), &v.initramfs(), run_dir, "boot");
+    cfg.binary = args.qemu.clone();
+    cfg.accel = args.accel;
+    if let Some(extra) = &args.append {
+        cfg.append.push(' ');
+        cfg.append.push_str(extra);
+    }
+    // A stale console from an earlier run in the same --log-dir would be read.
+    let _ = std::fs::remove_file(&cfg.console);
+    let timeout = Duration::from_secs(args.timeout);
+    let mut out = BootOutcome {
+        name: v.name.clone(),
+        first_marker: None,
+        guest_uptime: None,
+        krelease: None,
+        done: None,
+        ktap: None,
+        problems: Vec::new(),
+        console_tail: Vec::new(),
+    };
+    let mut q = Qemu::spawn(&cfg, &run_dir.join("qemu.log"))?;
+    let mut con = Console::new(&cfg.console);
+    match con.wait_for_marker(RUNNER_START, timeout, || q.is_running()) {
+        Ok(m) => {
+            out.first_marker = Some(q.started().elapsed());
+            out.guest_uptime = m.field("uptime").map(str::to_owned);
+            out.krelease = m.field("kernel").map(str::to_owned);
+            if !args.first_marker_only {
+                finish_run(&mut q, &mut con, timeout, &mut out)?;
+            }
+        }
+        Err(e) => out.problems.push(e.to_string()),
+    }
+    q.kill()?;
+    if let Ok(log) = std::fs::read_to_string(q.log_path()) {
+        for l in log.lines().filter(|l| !l.trim().is_empty()) {
+            out.problems.push(format!("qemu: {l}"));
+        }
+    }
+    let _ = con.poll();
+    if !out.problems.is_empty() {
+        out.console_tail = con.tail(40).to_vec();
+    }
+    Ok(out)
+}
+
+/// After the first marker: wait for `done`, QEMU's exit, and check the KTAP.
+fn finish_run(
+    q: &mut Qemu,
+    con: &mut Console,
+    timeout: Duration,
+    out: &mut BootOutcome,
+) -> Result<(), MainError> {
+    match con.wait_for_marker(DONE, timeout, || q.is_running()) {
+        Ok(_) => out.done = Some(q.started().elapsed()),
+        Err(e) => out.problems.push(e.to_string()),
+    }
+    match q.wait_timeout(Duration::from_secs(30))? {
+        Some(s) if s.success() => {}
+        Some(s) => out.problems.push(format!("QEMU exited with {s}")),
+        None => out
+            .problems
+            .push("QEMU did not exit within 30 s of the runner's end (poweroff failed?)".into()),
+    }
+    let _ = con.poll();
+    let report = ktap::parse(&con.text());
+    out.ktap = Some(report.counts());
+    if let Err(e) = report.check_complete() {
+        out.problems.push(format!("KTAP: {e}"));
+    }
+    for t in report.failures() {
+        out.problems.push(format!(
+            "not ok {} {} # {}",
+            t.number,
+            t.name,
+            t.reason.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn run_boot(args: &BootArgs) -> Result<bool, MainError> {
+    let cache = match &args.cache {
+        Some(c) => c.clone(),
+        None => variants::cache_root()?,
+    };
+    let list: Vec<Variant> = if args.variants.is_empty() {
+        let l = variants::built_variants(&cache)?;
+        if l.is_empty() {
+            return Err(MainError::NoVariants(cache.join("variants")));
+        }
+        l
+    } else {
+        let mut l = Vec::new();
+        for n in &args.variants {
+            let v = variants::variant(&cache, n)?;
+            v.check_built()?;
+            l.push(v);
+        }
+        l
+    };
+    let qv = qemu::version(&args.qemu)?;
+    eprintln!(
+        "booting {} variant(s) with {} (-accel {}), timeout {} s",
+        list.len(),
+        qv,
+        args.accel.as_str(),
+        args.timeout
+    );
+    let tmp;
+    let base = match &args.log_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("guest-tests-boot.")
+                .tempdir()
+                .map_err(|source| MainError::RunDir {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let mut failed = Vec::new();
+    for v in &list {
+        eprintln!("{}: booting {}", v.name, v.bzimage().display());
+        let started = Instant::now();
+        let o = boot_one(v, args, &base.join(&v.name))?;
+        let mut line = format!("{}:", o.name);
+        match o.first_marker {
+            Some(d) => line.push_str(&format!(" first marker after {}", secs(d))),
+            None => line.push_str(" NO first marker"),
+        }
+        if let Some(u) = &o.guest_uptime {
+            line.push_str(&format!(" (guest uptime {u} s)"));
+        }
+        if let Some(k) = &o.krelease {
+            line.push_str(&format!(", kernel {k}"));
+        }
+        if let Some(d) = o.done {
+            line.push_str(&format!(", runner done after {}", secs(d)));
+        }
+        if let Some((p, f, s)) = o.ktap {
+            line.push_str(&format!(", KTAP {p} ok / {f} not ok / {s} skip"));
+        }
+        line.push_str(&format!(", total {}", secs(started.elapsed())));
+        if o.problems.is_empty() {
+            println!("{line}: PASS");
+        } else {
+            println!("{line}: FAIL");
+            for p in &o.problems {
+                println!("  {}: {p}", o.name);
+            }
+            println!("  {}: console tail:", o.name);
+            for l in &o.console_tail {
+                println!("  | {l}");
+            }
+            failed.push(o.name.clone());
+        }
+    }
+    if let Some(d) = &args.log_dir {
+        eprintln!("logs in {}", d.display());
+    }
+    if failed.is_empty() {
+        println!("all {} variant(s) booted", list.len());
+        Ok(true)
+    } else {
+        println!("FAILED: {}", failed.join(", "));
+        Ok(false)
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let res = match &cli.cmd {
+        Cmd::Boot(a) => run_boot(a),
+    };
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            let mut msg = format!("guest-tests: error: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest_tests::console::ConsoleError;
+
+    #[test]
+    fn cli_parses_boot() {
+        let c = Cli::try_parse_from([
+            "guest-tests",
+            "boot",
+            "--variant",
+            "6.1-baseline",
+            "--variant",
+            "6.12-kref",
+            "--timeout",
+            "60",
+            "--accel",
+            "kvm",
+        ])
+        .unwrap();
+        let Cmd::Boot(b) = c.cmd;
+        assert_eq!(b.variants, ["6.1-baseline", "6.12-kref"]);
+        assert_eq!(b.timeout, 60);
+        assert_eq!(b.accel, Accel::Kvm);
+        assert!(Cli::try_parse_from(["guest-tests", "boot", "--timeout", "x"]).is_err());
+    }
+
+    #[test]
+    fn console_error_names_the_marker() {
+        let e = ConsoleError::Timeout {
+            marker: RUNNER_START.into(),
+            waited: Duration::from_secs(3),
+        };
+        assert_eq!(e.to_string(), "no 'VGN-MARK: runner-start' within 3s");
+    }
+}

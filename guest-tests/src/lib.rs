@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! Host side of the guest tests: find the built kernel variants, launch
+//! QEMU on them, follow the serial console for the scenario runner's
+//! markers and parse its KTAP report.
+//!
+//! - [`variants`]: the kernel cache written by `scripts/build-guest`.
+//! - [`qemu`]: QEMU command line and process lifetime.
+//! - [`console`]: following the serial console file, `VGN-MARK:` markers.
+//! - [`ktap`]: parsing the runner's KTAP output.
+
+pub mod console;
+pub mod ktap;
+pub mod qemu;
+pub mod variants;

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The kernel variant cache written by `scripts/build-guest`:
+//! `$VGN_CACHE/variants/<variant>/{bzImage, initramfs.cpio.gz, krelease, ...}`.
+
+use std::path::{Path, PathBuf};
+
+/// The variants the project builds, in the order reports list them.
+pub const KNOWN_VARIANTS: &[&str] = &[
+    "6.1-baseline",
+    "6.1-kref",
+    "6.1-kref-numbfix",
+    "6.12-baseline",
+    "6.12-kref",
+];
+
+/// Errors locating variants.
+#[derive(Debug, thiserror::Error)]
+pub enum VariantError {
+    /// Neither VGN_CACHE, XDG_CACHE_HOME nor HOME is set.
+    #[error("cannot find the cache: set VGN_CACHE (or HOME)")]
+    NoCacheRoot,
+    /// Reading the variants directory failed.
+    #[error("reading {path}")]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A variant asked for is not built (no bzImage or initramfs).
+    #[error("variant '{name}' is not built: {missing} missing (run scripts/build-guest)")]
+    NotBuilt {
+        /// Variant name.
+        name: String,
+        /// The missing file.
+        missing: PathBuf,
+    },
+    /// A variant name that would escape the cache directory.
+    #[error("invalid variant name '{0}'")]
+    BadName(String),
+}
+
+/// One built kernel variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// Name, e.g. `6.1-baseline`.
+    pub name: String,
+    /// Its directory in the cache.
+    pub dir: PathBuf,
+}
+
+impl Variant {
+    /// The kernel image.
+    pub fn bzimage(&self) -> PathBuf {
+        self.dir.join("bzImage")
+    }
+
+    /// The initramfs built by `guest-tests/guest/mkinitramfs`.
+    pub fn initramfs(&self) -> PathBuf {
+        self.dir.join("initramfs.cpio.gz")
+    }
+
+    /// The kernel release string, when recorded.
+    pub fn krelease(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("krelease"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Checks that the kernel and the initramfs exist.
+    pub fn check_built(&self) -> Result<(), VariantError> {
+        for f in [self.bzimage(), self.initramfs()] {
+            if !f.is_file() {
+                return Err(VariantError::NotBuilt {
+                    name: self.name.clone(),
+                    missing: f,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The cache root from the environment values (VGN_CACHE, XDG_CACHE_HOME, HOME).
+pub fn cache_root_from(
+    vgn_cache: Option<&str>,
+    xdg_cache_home: Option<&str>,
+    home: Option<&str>,
+) -> Option<PathBuf> {
+    let nonempty = |s: Option<&str>| s.filter(|v| !v.is_empty()).map(PathBuf::from);
+    nonempty(vgn_cache)
+        .or_else(|| nonempty(xdg_cache_home).map(|p| p.join("vhost-gpio-nvmem")))
+        .or_else(|| nonempty(home).map(|p| p.join(".cache").join("vhost-gpio-nvmem")))
+}
+
+/// The cache root of this process's environment.
+pub fn cache_root() -> Result<PathBuf, VariantError> {
+    let get = |k: &str| std::env::var(k).ok();
+    cache_root_from(
+        get("VGN_CACHE").as_deref(),
+        get("XDG_CACHE_HOME").as_deref(),
+        get("HOME").as_deref(),
+    )
+    .ok_or(VariantError::NoCacheRoot)
+}
+
+/// Orders variant names: known ones in [`KNOWN_VARIANTS`] order, then others by name.
+pub fn sort_names(names: &mut [String]) {
+    names.sort_by(|a, b| {
+        let ka = KNOWN_VARIANTS.iter().position(|k| k == a);
+        let kb = KNOWN_VARIANTS.iter().position(|k| k == b);
+        match (ka, kb) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.cmp(b),
+        }
+    });
+}
+
+/// A variant of the cache by name (not checked for being built).
+pub fn variant(cache: &Path, name: &str) -> Result<Variant, VariantError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(VariantError::BadName(name.to_owned()));
+    }
+    Ok(Variant {
+        name: name.to_owned(),
+        dir: cache.join("variants").join(name),
+    })
+}
+
+/// Every variant of the cache that has a bzImage and an initramfs.
+pub fn built_variants(cache: &Path) -> Result<Vec<Variant>, VariantError> {
+    let dir = cache.join("variants");
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(VariantError::ReadDir { path: dir, source }),
+    };
+    let mut names = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|source| VariantError::ReadDir {
+            path: dir.clone(),
+            source,
+        })?;
+        if let Some(n) = ent.file_name().to_str() {
+            names.push(n.to_owned());
+        }
+    }
+    sort_names(&mut names);
+    let mut out = Vec::new();
+    for n in names {
+        let v = variant(cache, &n)?;
+        if v.check_built().is_ok() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_root_precedence() {
+        assert_eq!(
+            cache_root_from(Some("/c"), Some("/x"), Some("/h")),
+            Some(PathBuf::from("/c"))
+        );
+        assert_eq!(
+            cache_root_from(Some(""), Some("/x"), Some("/h")),
+            Some(PathBuf::from("/x/vhost-gpio-nvmem"))
+        );
+        assert_eq!(
+            cache_root_from(None, None, Some("/h")),
+            Some(PathBuf::from("/h/.cache/vhost-gpio-nvmem"))
+        );
+        assert_eq!(cache_root_from(None, None, None), None);
+    }
+
+    #[test]
+    fn names_sort_known_first() {
+        let mut v: Vec<String> = ["zz", "6.12-kref", "6.1-kref-numbfix", "6.1-baseline", "aa"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        sort_names(&mut v);
+        assert_eq!(
+            v,
+            ["6.1-baseline", "6.1-kref-numbfix", "6.12-kref", "aa", "zz"]
+        );
+    }
+
+    #[test]
+    fn built_variants_needs_kernel_and_initramfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vd = tmp.path().join("variants");
+        for (n, files) in [
+            ("6.12-kref", &["bzImage", "initramfs.cpio.gz"][..]),
+            ("6.1-baseline", &["bzImage", "initramfs.cpio.gz"][..]),
+            ("6.1-kref", &["bzImage"][..]),
+        ] {
+            std::fs::create_dir_all(vd.join(n)).unwrap();
+            for f in files {
+                std::fs::write(vd.join(n).join(f), b"x").unwrap();
+            }
+        }
+        let got: Vec<String> = built_variants(tmp.path())
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(got, ["6.1-baseline", "6.12-kref"]);
+        let err = variant(tmp.path(), "6.1-kref").unwrap().check_built();
+        assert!(matches!(err, Err(VariantError::NotBuilt { ref name, .. }) if name == "6.1-kref"));
+        assert!(matches!(
+            variant(tmp.path(), "../x"),
+            Err(VariantError::BadName(_))
+        ));
+        assert!(built_variants(&tmp.path().join("none")).unwrap().is_empty());
+    }
+}
