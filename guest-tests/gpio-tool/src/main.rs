@@ -175,15 +175,33 @@ fn io_err(what: &'static str, path: &std::path::Path) -> impl FnOnce(gpiocdev::E
     move |source| ToolError::Io { what, path, source }
 }
 
-/// All chips with their info, in name order.
+/// All chips with their info, in name order. A chip that vanishes while we
+/// look (hot-unplug) or cannot be read is skipped with a warning on stderr,
+/// so one dying chip does not hide the others.
 fn all_chips() -> Result<Vec<(Chip, gpiocdev::chip::Info)>, ToolError> {
     let mut v = Vec::new();
     for p in gpiocdev::chip::chips().map_err(ToolError::Chips)? {
-        let c = open(p)?;
-        let info = c.info().map_err(io_err("reading chip info", c.path()))?;
-        v.push((c, info));
+        let res = open(p).and_then(|c| {
+            let info = c.info().map_err(io_err("reading chip info", c.path()))?;
+            Ok((c, info))
+        });
+        match res {
+            Ok(ci) => v.push(ci),
+            Err(e) => eprintln!("gpio-tool: warning: skipping a chip: {}", chain(&e)),
+        }
     }
     Ok(v)
+}
+
+/// An error with its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
 }
 
 fn resolve_chip(sel: &str) -> Result<(Chip, gpiocdev::chip::Info), ToolError> {
@@ -443,13 +461,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut msg = format!("gpio-tool: error: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("{msg}");
+            eprintln!("gpio-tool: error: {}", chain(&e));
             if matches!(e, ToolError::Timeout(_)) {
                 ExitCode::from(2)
             } else {
