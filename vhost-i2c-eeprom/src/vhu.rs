@@ -18,6 +18,9 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueOwnedT;
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use crate::model::{Bus, Op, WpPin};
 use crate::protocol::{
@@ -300,6 +303,18 @@ impl VhostUserBackendMut for I2cEepromBackend {
     fn update_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
         self.mem = Some(mem);
         Ok(())
+    }
+
+    /// A fresh exit event for each worker: the worker of one connection must
+    /// end when its daemon is dropped, or the next connection never starts.
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                error!("creating a worker exit event failed: {e}");
+                None
+            }
+        }
     }
 
     fn handle_event(
