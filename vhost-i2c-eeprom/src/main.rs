@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use log::{error, info, warn};
-use vhost::vhost_user::Listener;
+use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
@@ -117,7 +117,10 @@ fn serve(path: &Path, backend: Backend, mut listener: Listener) {
         }
         info!("{}: frontend connected", path.display());
         match daemon.wait() {
-            Ok(()) => info!("{}: frontend disconnected", path.display()),
+            Ok(())
+            | Err(vhost_user_backend::Error::HandleRequest(
+                VhostUserError::Disconnected | VhostUserError::PartialMessage,
+            )) => info!("{}: frontend disconnected", path.display()),
             Err(e) => warn!("{}: connection ended: {e}", path.display()),
         }
         drop(daemon);

@@ -1123,6 +1123,37 @@ mod tests {
     }
 
     #[test]
+    fn abort_abandons_buffered_data() {
+        let t = Instant::now();
+        let mut bus = bus1(At24Config::new(Variant::C02, 0x50));
+        bus.transfer(0x50, Op::Write(&[0x08, 1, 2]), t, &mut FixedWp(false))
+            .unwrap();
+        assert!(bus.in_transaction());
+        bus.abort();
+        assert!(!bus.in_transaction());
+        assert!(bus.stop(t, &mut FixedWp(false)).is_empty());
+        let d = &bus.devices()[0];
+        assert_eq!(&d.contents()[8..10], &[0xff, 0xff]);
+        assert_eq!(d.stats().writes_abandoned, 1);
+        assert!(!d.is_busy(t));
+    }
+
+    #[test]
+    fn nack_leaves_no_device_selected() {
+        let t = Instant::now();
+        let mut bus = Bus::new(vec![dev(Variant::C02, 0x50)]).unwrap();
+        bus.transfer(0x50, Op::Write(&[0x00, 7]), t, &mut FixedWp(false))
+            .unwrap();
+        // Repeated START to a missing device: the write is abandoned, nothing commits.
+        assert_eq!(
+            bus.transfer(0x60, Op::Probe, t, &mut FixedWp(false)),
+            Err(Nack::NoDevice(0x60))
+        );
+        assert!(bus.stop(t, &mut FixedWp(false)).is_empty());
+        assert_eq!(bus.devices()[0].contents()[0], 0xff);
+    }
+
+    #[test]
     fn wp_ack_mode_inhibits_at_stop() {
         let t = Instant::now();
         let mut bus = bus1(At24Config::new(Variant::C32, 0x50));
