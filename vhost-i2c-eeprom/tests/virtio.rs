@@ -748,3 +748,54 @@ fn bad_command_lines_fail_clearly() {
     assert!(!wait_exit(&mut child).success());
     assert!(child.log().contains("overlap"), "{}", child.log());
 }
+
+#[test]
+fn partial_groups_on_a_four_entry_ring() {
+    // QEMU 7.2 gives the i2c queue 4 entries: a longer transfer is kicked
+    // partial (Linux i2c-virtio) and its tail never comes.
+    let e = Eeprom::start(&["model=24c32,addr=0x50,file={dir}/a.bin,twr-us=0"], &[]);
+    let mut fe = match TestFrontend::connect(
+        &e.path("i2c.sock"),
+        FrontendOptions {
+            queue_sizes: vec![4],
+            ..opts()
+        },
+        T,
+    ) {
+        Ok(fe) => fe,
+        Err(err) => panic!("connect: {err}\n{}", e.child.log()),
+    };
+    let mut msg = vec![0, 0];
+    msg.extend(0..8u8);
+    assert_eq!(write(&mut fe, 0x50, &msg).0, OK);
+    // Four messages of a longer transfer, all with FAIL_NEXT; the ring is full.
+    submit_write(&mut fe, 0x50, &[0, 2], FAIL_NEXT, true);
+    for _ in 0..3 {
+        submit_read(&mut fe, 0x50, 1, FAIL_NEXT, true);
+    }
+    assert!(fe
+        .submit(0, &[Buf::Out(&hdr(0x50, M_RD)), Buf::In(1)], true)
+        .is_err());
+    fe.kick(0).unwrap();
+    let cs: Vec<Completion> = (0..4).map(|_| fe.wait_used(0, T).unwrap()).collect();
+    assert_eq!(cs.iter().map(status).collect::<Vec<_>>(), vec![OK; 4]);
+    assert_eq!(
+        cs[1..].iter().map(|c| c.ins[0][0]).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    // The next transfer is served normally (it continues the open transaction
+    // with a repeated START and ends it).
+    assert_eq!(write(&mut fe, 0x50, &[0, 0x20, 0xee]).0, OK);
+    assert_eq!(e.image("a.bin")[0x20], 0xee);
+    // A partial group that failed does not fail the next transfer.
+    for _ in 0..4 {
+        submit_read(&mut fe, 0x33, 1, FAIL_NEXT, true);
+    }
+    fe.kick(0).unwrap();
+    let st: Vec<u8> = (0..4)
+        .map(|_| status(&fe.wait_used(0, T).unwrap()))
+        .collect();
+    assert_eq!(st, vec![ERR; 4]);
+    let (st, got) = random_read(&mut fe, 0x50, &[0, 0x20], 1);
+    assert_eq!((st, got), ([OK, OK], vec![0xee]));
+}
