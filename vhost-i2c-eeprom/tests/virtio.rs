@@ -799,3 +799,22 @@ fn partial_groups_on_a_four_entry_ring() {
     let (st, got) = random_read(&mut fe, 0x50, &[0, 0x20], 1);
     assert_eq!((st, got), ([OK, OK], vec![0xee]));
 }
+
+#[test]
+fn socket_path_that_is_a_file_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_socket = dir.path().join("precious.bin");
+    std::fs::write(&not_a_socket, b"keep me").unwrap();
+    let mut child = spawn(&[
+        "--socket-path".into(),
+        not_a_socket.display().to_string(),
+        "--eeprom".into(),
+        format!(
+            "model=24c02,addr=0x50,file={}",
+            dir.path().join("a.bin").display()
+        ),
+    ]);
+    assert!(!wait_exit(&mut child).success());
+    assert!(child.log().contains("not a socket"), "{}", child.log());
+    assert_eq!(std::fs::read(&not_a_socket).unwrap(), b"keep me");
+}
