@@ -357,3 +357,188 @@ impl VhostUserBackendMut for I2cEepromBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{At24, At24Config, Variant};
+    use crate::protocol::{VIRTIO_I2C_FLAGS_FAIL_NEXT, VIRTIO_I2C_FLAGS_M_RD};
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Address, GuestAddress, Le16, Le32};
+
+    const QSIZE: u16 = 16;
+    const DATA: u64 = 0x10_0000;
+
+    struct Rig {
+        mem: GuestMemoryMmap,
+        vring: VringRwLock,
+        backend: I2cEepromBackend,
+        _dir: tempfile::TempDir,
+        used_addr: GuestAddress,
+        avail_addr: GuestAddress,
+    }
+
+    /// One descriptor: (guest address, length, device-writable).
+    type D = (u64, u32, bool);
+
+    fn flag(bits: u32) -> u16 {
+        u16::try_from(bits).unwrap()
+    }
+
+    fn rig(chains: &[Vec<D>], next_override: Option<(usize, u16)>) -> Rig {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+        let vq = MockSplitQueue::new(&mem, QSIZE);
+        let mut flat = Vec::new();
+        for chain in chains {
+            for (i, (addr, len, write)) in chain.iter().enumerate() {
+                let index = u16::try_from(flat.len()).unwrap();
+                let last = i + 1 == chain.len();
+                let mut f = if *write { flag(VRING_DESC_F_WRITE) } else { 0 };
+                let mut next = 0;
+                if !last {
+                    f |= flag(VRING_DESC_F_NEXT);
+                    next = index + 1;
+                }
+                if let Some((at, n)) = next_override {
+                    if at == flat.len() {
+                        f |= flag(VRING_DESC_F_NEXT);
+                        next = n;
+                    }
+                }
+                flat.push(RawDescriptor::from(Descriptor::new(*addr, *len, f, next)));
+            }
+        }
+        vq.add_desc_chains(&flat, 0).unwrap();
+        let atomic = GuestMemoryAtomic::new(mem.clone());
+        let vring = VringRwLock::new(atomic.clone(), QSIZE).unwrap();
+        vring.set_queue_size(QSIZE);
+        vring
+            .set_queue_info(vq.desc_table_addr().0, vq.avail_addr().0, vq.used_addr().0)
+            .unwrap();
+        vring.set_queue_ready(true);
+        vring.set_enabled(true);
+        let dir = tempfile::tempdir().unwrap();
+        let (image, contents) = Image::open(&dir.path().join("e.bin"), 256, false).unwrap();
+        let mut cfg = At24Config::new(Variant::C02, 0x50);
+        cfg.twr = std::time::Duration::ZERO;
+        let bus = Bus::new(vec![At24::new(cfg, contents).unwrap()]).unwrap();
+        let mut backend = I2cEepromBackend::new(bus, vec![image], WpSource::NotWired);
+        backend.update_memory(atomic).unwrap();
+        Rig {
+            used_addr: vq.used_addr(),
+            avail_addr: vq.avail_addr(),
+            mem,
+            vring,
+            backend,
+            _dir: dir,
+        }
+    }
+
+    impl Rig {
+        fn used(&self) -> Vec<(u32, u32)> {
+            let idx: u16 = self.mem.read_obj(self.used_addr.unchecked_add(2)).unwrap();
+            (0..u64::from(idx))
+                .map(|i| {
+                    let at = self.used_addr.unchecked_add(4 + 8 * i);
+                    let id: u32 = self.mem.read_obj(at).unwrap();
+                    let len: u32 = self.mem.read_obj(at.unchecked_add(4)).unwrap();
+                    (id, len)
+                })
+                .collect()
+        }
+
+        fn byte(&self, at: u64) -> u8 {
+            self.mem.read_obj(GuestAddress(at)).unwrap()
+        }
+    }
+
+    fn put_hdr(mem: &GuestMemoryMmap, at: u64, addr: u16, flags: u32) {
+        let h = protocol::VirtioI2cOutHdr {
+            addr: Le16::from(addr << 1),
+            padding: Le16::from(0),
+            flags: Le32::from(flags),
+        };
+        mem.write_obj(h, GuestAddress(at)).unwrap();
+    }
+
+    #[test]
+    fn every_chain_completed_with_spec_lengths() {
+        let chains = vec![
+            // Write 0x11 0x22 at 0x10.
+            vec![
+                (DATA, 8, false),
+                (DATA + 0x100, 3, false),
+                (DATA + 0x200, 1, true),
+            ],
+            // No status byte: dropped, still used (len 0).
+            vec![(DATA + 0x300, 8, false)],
+            // Random read of 2 at 0x10.
+            vec![
+                (DATA + 0x400, 8, false),
+                (DATA + 0x500, 1, false),
+                (DATA + 0x600, 1, true),
+            ],
+            vec![
+                (DATA + 0x700, 8, false),
+                (DATA + 0x800, 2, true),
+                (DATA + 0x900, 1, true),
+            ],
+        ];
+        let mut r = rig(&chains, None);
+        put_hdr(&r.mem, DATA, 0x50, 0);
+        r.mem
+            .write_slice(&[0x10, 0x11, 0x22], GuestAddress(DATA + 0x100))
+            .unwrap();
+        put_hdr(&r.mem, DATA + 0x300, 0x50, 0);
+        put_hdr(&r.mem, DATA + 0x400, 0x50, VIRTIO_I2C_FLAGS_FAIL_NEXT);
+        r.mem.write_obj(0x10u8, GuestAddress(DATA + 0x500)).unwrap();
+        put_hdr(&r.mem, DATA + 0x700, 0x50, VIRTIO_I2C_FLAGS_M_RD);
+        for st in [0x200, 0x600, 0x900] {
+            r.mem.write_obj(0xeeu8, GuestAddress(DATA + st)).unwrap();
+        }
+        let vring = r.vring.clone();
+        r.backend.process_queue(&vring);
+        assert_eq!(r.used(), vec![(0, 1), (3, 0), (4, 1), (7, 3)]);
+        assert_eq!(r.byte(DATA + 0x200), VIRTIO_I2C_MSG_OK);
+        assert_eq!(r.byte(DATA + 0x600), VIRTIO_I2C_MSG_OK);
+        assert_eq!(r.byte(DATA + 0x900), VIRTIO_I2C_MSG_OK);
+        assert_eq!(r.byte(DATA + 0x800), 0x11);
+        assert_eq!(r.byte(DATA + 0x801), 0x22);
+        assert_eq!(
+            &r.backend.bus().devices()[0].contents()[0x10..0x12],
+            &[0x11, 0x22]
+        );
+    }
+
+    #[test]
+    fn broken_next_link_still_completed() {
+        // The second chain's header has NEXT pointing outside the table: the
+        // chain ends after the header, which has no status byte.
+        let chains = vec![
+            vec![(DATA + 0x100, 8, false), (DATA + 0x200, 1, true)],
+            vec![(DATA, 8, false)],
+        ];
+        let mut r = rig(&chains, Some((2, 200)));
+        put_hdr(&r.mem, DATA, 0x50, 0);
+        put_hdr(&r.mem, DATA + 0x100, 0x50, 0);
+        let vring = r.vring.clone();
+        r.backend.process_queue(&vring);
+        assert_eq!(r.used(), vec![(0, 1), (2, 0)]);
+        assert_eq!(r.byte(DATA + 0x200), VIRTIO_I2C_MSG_OK);
+    }
+
+    #[test]
+    fn bogus_avail_index_does_not_panic() {
+        let chains = vec![vec![(DATA, 8, false), (DATA + 0x200, 1, true)]];
+        let mut r = rig(&chains, None);
+        // Claim far more available chains than the ring holds.
+        r.mem
+            .write_obj(1000u16, r.avail_addr.unchecked_add(2))
+            .unwrap();
+        let vring = r.vring.clone();
+        r.backend.process_queue(&vring);
+        assert!(r.used().is_empty());
+    }
+}
