@@ -22,7 +22,8 @@ while busy), the address pointer kept between transactions, block select, and \
 a WP pin that can follow a GPIO line published by vhost-gpio.\n\n\
 With --socket-count N > 1, socket i is SOCKET_PATH followed by i, and each \
 socket is an independent bus whose image files are each FILE followed by i \
-(e.g. eeprom.bin0, eeprom.bin1)."
+(e.g. eeprom.bin0, eeprom.bin1) and whose WP state file is the --wp-state \
+path followed by i."
 )]
 pub struct Cli {
     /// Location of the vhost-user Unix domain socket (with --socket-count N > 1: the prefix,
@@ -40,8 +41,9 @@ pub struct Cli {
     #[arg(short = 'e', long = "eeprom", required = true, value_name = "SPEC")]
     pub eeproms: Vec<String>,
 
-    /// WP line state file published by vhost-gpio. Without it the WP pin is not wired
-    /// (never asserted).
+    /// WP line state file published by vhost-gpio (--wp-state there). Without it the WP pin
+    /// is not wired (never asserted). Suffixed like --socket-path when --socket-count > 1,
+    /// as vhost-gpio does, so bus i follows gpio device i.
     #[arg(long, value_name = "PATH")]
     pub wp_state: Option<PathBuf>,
 
@@ -227,6 +229,8 @@ pub struct SocketConfig {
     pub socket: PathBuf,
     /// Devices with their (suffixed) image files.
     pub eeproms: Vec<EepromSpec>,
+    /// WP line state file of this bus (suffixed like the socket).
+    pub wp_state: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -234,8 +238,6 @@ pub struct SocketConfig {
 pub struct Config {
     /// One entry per socket.
     pub sockets: Vec<SocketConfig>,
-    /// WP line state file.
-    pub wp_state: Option<PathBuf>,
     /// fdatasync every write cycle.
     pub sync: bool,
 }
@@ -281,11 +283,14 @@ impl TryFrom<Cli> for Config {
                         file: suffixed(&s.file, cli.socket_count, i),
                     })
                     .collect(),
+                wp_state: cli
+                    .wp_state
+                    .as_ref()
+                    .map(|p| suffixed(p, cli.socket_count, i)),
             })
             .collect();
         Ok(Config {
             sockets,
-            wp_state: cli.wp_state,
             sync: cli.sync,
         })
     }
@@ -428,6 +433,7 @@ mod tests {
         assert_eq!(c.sockets.len(), 1);
         assert_eq!(c.sockets[0].socket, PathBuf::from("/r/i2c.sock"));
         assert_eq!(c.sockets[0].eeproms[0].file, PathBuf::from("/r/e.bin"));
+        assert_eq!(c.sockets[0].wp_state, None);
         assert!(c.sync);
         let c = cli(&[
             "--socket-path",
@@ -445,7 +451,8 @@ mod tests {
         assert_eq!(c.sockets[1].socket, PathBuf::from("/r/i2c.sock1"));
         assert_eq!(c.sockets[0].eeproms[1].file, PathBuf::from("/r/f.bin0"));
         assert_eq!(c.sockets[1].eeproms[0].file, PathBuf::from("/r/e.bin1"));
-        assert_eq!(c.wp_state, Some(PathBuf::from("/r/wp")));
+        assert_eq!(c.sockets[0].wp_state, Some(PathBuf::from("/r/wp0")));
+        assert_eq!(c.sockets[1].wp_state, Some(PathBuf::from("/r/wp1")));
     }
 
     #[test]

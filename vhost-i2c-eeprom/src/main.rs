@@ -79,7 +79,7 @@ fn open_bus(sock: &SocketConfig, config: &Config) -> Result<Backend, MainError> 
         );
         images.push(image);
     }
-    let wp = match &config.wp_state {
+    let wp = match &sock.wp_state {
         None => WpSource::NotWired,
         Some(path) => {
             let reader = common::wp::WpReader::open(path)?;

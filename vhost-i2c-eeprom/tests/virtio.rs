@@ -659,15 +659,29 @@ fn reconnect_after_disconnect() {
 fn socket_count_gives_independent_buses() {
     let e = Eeprom::start(
         &["model=24c02,addr=0x50,file={dir}/e.bin,twr-us=0"],
-        &["--socket-count", "2"],
+        &["--socket-count", "2", "--wp-state", "{dir}/wp"],
     );
     let mut fe0 = e.connect_at("i2c.sock0");
     let mut fe1 = e.connect_at("i2c.sock1");
+    // The backend created both state files (floating, pulled up: protected).
+    assert_eq!(write(&mut fe0, 0x50, &[0, 0x01]).0, OK);
+    assert_eq!(e.image("e.bin0")[0], 0xff);
+    let w0 = WpWriter::open(&e.path("wp0"), Pull::Up).unwrap();
+    let w1 = WpWriter::open(&e.path("wp1"), Pull::Up).unwrap();
+    w0.publish(false, true).unwrap();
+    w1.publish(false, true).unwrap();
     assert_eq!(write(&mut fe0, 0x50, &[0, 0x10]).0, OK);
     assert_eq!(write(&mut fe1, 0x50, &[0, 0x11]).0, OK);
     assert_eq!(e.image("e.bin0")[0], 0x10);
     assert_eq!(e.image("e.bin1")[0], 0x11);
     assert!(!e.path("e.bin").exists());
+    // Each bus follows its own WP state file.
+    w1.publish(true, true).unwrap();
+    assert_eq!(write(&mut fe0, 0x50, &[0, 0x20]).0, OK);
+    assert_eq!(write(&mut fe1, 0x50, &[0, 0x21]).0, OK);
+    assert_eq!(e.image("e.bin0")[0], 0x20);
+    assert_eq!(e.image("e.bin1")[0], 0x11, "bus 1 protected");
+    assert!(!e.path("wp").exists());
 }
 
 fn wait_exit(child: &mut ChildGuard) -> std::process::ExitStatus {
