@@ -729,3 +729,290 @@ impl VhostUserBackendMut for VhostUserGpioBackend {
 pub fn new_guest_memory() -> Mem {
     GuestMemoryAtomic::new(GuestMemoryMmap::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LineSpec;
+    use crate::protocol::*;
+    use common::line::Pull;
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestAddress;
+
+    const QSIZE: u16 = 16;
+    const Q_BASE: [u64; 2] = [0x0, 0x4000];
+    const DATA: u64 = 0x10_0000;
+
+    struct Rig {
+        mem: Mem,
+        queues: Vec<MockSplitQueue<'static, GuestMemoryMmap>>,
+        vrings: Vec<GpioVring>,
+        backend: VhostUserGpioBackend,
+        device: Arc<Device>,
+        next_desc: [u16; 2],
+        next_data: u64,
+        used_seen: [u16; 2],
+    }
+
+    impl Rig {
+        fn new(irq: bool) -> Rig {
+            let _ = env_logger::builder().is_test(true).try_init();
+            let mmap = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+            // The mock rings borrow the memory for the whole test: leak one
+            // handle (the regions are shared with the atomic copy).
+            let shared: &'static GuestMemoryMmap = Box::leak(Box::new(mmap.clone()));
+            let queues: Vec<_> = Q_BASE
+                .iter()
+                .map(|&base| MockSplitQueue::create(shared, GuestAddress(base), QSIZE))
+                .collect();
+            let mem = GuestMemoryAtomic::new(mmap);
+            let lines = [
+                LineSpec {
+                    name: "a".into(),
+                    pull: Pull::Down,
+                },
+                LineSpec {
+                    name: "b".into(),
+                    pull: Pull::Up,
+                },
+            ];
+            let device = Arc::new(Device::new("test", &lines, None).unwrap());
+            let mut backend = VhostUserGpioBackend::new(device.clone(), None).unwrap();
+            backend.update_memory(mem.clone()).unwrap();
+            let mut features = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
+            if irq {
+                features |= 1 << VIRTIO_GPIO_F_IRQ;
+            }
+            backend.acked_features(features);
+            backend.set_event_idx(false);
+            let vrings: Vec<GpioVring> = queues
+                .iter()
+                .map(|vq| {
+                    let v = GpioVring::new(mem.clone(), QSIZE).unwrap();
+                    v.set_queue_size(QSIZE);
+                    v.set_queue_info(vq.desc_table_addr().0, vq.avail_addr().0, vq.used_addr().0)
+                        .unwrap();
+                    v.set_queue_ready(true);
+                    v.set_enabled(true);
+                    v
+                })
+                .collect();
+            Rig {
+                mem,
+                queues,
+                vrings,
+                backend,
+                device,
+                next_desc: [0; 2],
+                next_data: DATA,
+                used_seen: [0; 2],
+            }
+        }
+
+        /// Queue a chain of (bytes to read | writable length) buffers; returns the head.
+        fn push(&mut self, q: usize, bufs: &[Result<&[u8], u32>]) -> u16 {
+            let g = self.mem.memory();
+            let head = self.next_desc[q];
+            let mut descs = Vec::new();
+            for (i, b) in bufs.iter().enumerate() {
+                let idx = head + u16::try_from(i).unwrap();
+                let last = i + 1 == bufs.len();
+                let next_flag = if last { 0 } else { VRING_DESC_F_NEXT };
+                let (len, write) = match b {
+                    Ok(bytes) => {
+                        g.write_slice(bytes, GuestAddress(self.next_data)).unwrap();
+                        (u32::try_from(bytes.len()).unwrap(), 0)
+                    }
+                    Err(n) => (*n, VRING_DESC_F_WRITE),
+                };
+                descs.push(RawDescriptor::from(
+                    virtio_queue::desc::split::Descriptor::new(
+                        self.next_data,
+                        len,
+                        u16::try_from(next_flag | write).unwrap(),
+                        if last { 0 } else { idx + 1 },
+                    ),
+                ));
+                self.next_data += 0x100;
+            }
+            self.queues[q].add_desc_chains(&descs, head).unwrap();
+            self.next_desc[q] += u16::try_from(bufs.len()).unwrap();
+            head
+        }
+
+        fn run(&mut self, event: u16) {
+            self.backend
+                .handle_event(event, EventSet::IN, &self.vrings, 0)
+                .unwrap();
+        }
+
+        /// Used elements since the last call: (id, len, first bytes of the chain's
+        /// first writable buffer).
+        fn used(&mut self, q: usize) -> Vec<(u32, u32)> {
+            let vq = &self.queues[q];
+            let idx = vq.used().idx().load();
+            let mut out = Vec::new();
+            while self.used_seen[q] != idx {
+                let e = vq
+                    .used()
+                    .ring()
+                    .ref_at(usize::from(self.used_seen[q] % QSIZE))
+                    .unwrap()
+                    .load();
+                out.push((e.id(), e.len()));
+                self.used_seen[q] = self.used_seen[q].wrapping_add(1);
+            }
+            out
+        }
+
+        fn read(&self, addr: u64, n: usize) -> Vec<u8> {
+            let mut v = vec![0u8; n];
+            self.mem
+                .memory()
+                .read_slice(&mut v, GuestAddress(addr))
+                .unwrap();
+            v
+        }
+
+        /// Send one request, return (used len, response bytes).
+        fn request(&mut self, t: u16, gpio: u16, value: u32, resp: u32) -> (u32, Vec<u8>) {
+            let r = Request::encode(t, gpio, value);
+            let resp_addr = self.next_data + 0x100;
+            let head = self.push(0, &[Ok(&r), Err(resp)]);
+            self.run(0);
+            let used = self.used(0);
+            assert_eq!(used.len(), 1);
+            assert_eq!(used[0].0, u32::from(head));
+            (
+                used[0].1,
+                self.read(resp_addr, usize::try_from(resp).unwrap()),
+            )
+        }
+    }
+
+    #[test]
+    fn answers_requests_with_exact_lengths() {
+        let mut r = Rig::new(false);
+        let (len, resp) = r.request(VIRTIO_GPIO_MSG_GET_NAMES, 0, 0, 5);
+        assert_eq!((len, resp), (5, b"\0a\0b\0".to_vec()));
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_GET_VALUE, 1, 0, 2),
+            (2, vec![0, 1])
+        );
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_SET_VALUE, 0, 1, 2),
+            (2, vec![0, 0])
+        );
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 1, 2),
+            (2, vec![0, 0])
+        );
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_GET_DIRECTION, 0, 0, 2),
+            (2, vec![0, 1])
+        );
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_GET_VALUE, 0, 0, 2),
+            (2, vec![0, 1])
+        );
+    }
+
+    #[test]
+    fn errors_get_an_error_status() {
+        let mut r = Rig::new(false);
+        // Out of range, unknown type, IRQ not negotiated, short response.
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_GET_VALUE, 2, 0, 2),
+            (2, vec![1, 0])
+        );
+        assert_eq!(r.request(0x42, 0, 0, 2), (2, vec![1, 0]));
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, 1, 2),
+            (2, vec![1, 0])
+        );
+        assert_eq!(r.request(VIRTIO_GPIO_MSG_GET_VALUE, 0, 0, 1), (1, vec![1]));
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_GET_NAMES, 0, 0, 4),
+            (2, vec![1, 0, 0, 0])
+        );
+        // Short request.
+        let head = r.push(0, &[Ok(&[1, 0, 0]), Err(2)]);
+        let resp = r.next_data - 0x100;
+        r.run(0);
+        assert_eq!(r.used(0), vec![(u32::from(head), 2)]);
+        assert_eq!(r.read(resp, 2), vec![1, 0]);
+        // No writable buffer: returned with length 0.
+        let req = Request::encode(VIRTIO_GPIO_MSG_GET_VALUE, 0, 0);
+        let head = r.push(0, &[Ok(&req)]);
+        r.run(0);
+        assert_eq!(r.used(0), vec![(u32::from(head), 0)]);
+        // Still serving.
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_GET_VALUE, 1, 0, 2),
+            (2, vec![0, 1])
+        );
+    }
+
+    #[test]
+    fn eventq_and_control_wakeup() {
+        let mut r = Rig::new(true);
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, 1, 2),
+            (2, vec![0, 0])
+        );
+        let status = r.next_data + 0x100;
+        let head = r.push(1, &[Ok(&[0, 0]), Err(1)]);
+        r.run(1);
+        assert!(r.used(1).is_empty(), "held until the interrupt");
+        // The control side raises the line; the worker is woken by the eventfd.
+        r.device.host_set(0, Some(true)).unwrap();
+        r.run(DEVICE_EVENT);
+        assert_eq!(r.used(1), vec![(u32::from(head), 1)]);
+        assert_eq!(r.read(status, 1), vec![VIRTIO_GPIO_IRQ_STATUS_VALID]);
+        // Disable with a buffer queued: INVALID, returned by the requestq handler.
+        let status = r.next_data + 0x100;
+        let head = r.push(1, &[Ok(&[0, 0]), Err(1)]);
+        r.run(1);
+        assert_eq!(
+            r.request(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, 0, 2),
+            (2, vec![0, 0])
+        );
+        assert_eq!(r.used(1), vec![(u32::from(head), 1)]);
+        assert_eq!(r.read(status, 1), vec![VIRTIO_GPIO_IRQ_STATUS_INVALID]);
+    }
+
+    #[test]
+    fn stale_buffers_are_not_completed_after_the_guest_goes() {
+        let mut r = Rig::new(true);
+        r.request(VIRTIO_GPIO_MSG_IRQ_TYPE, 0, 1, 2);
+        r.push(1, &[Ok(&[0, 0]), Err(1)]);
+        r.run(1);
+        r.backend.stop_vring(1).unwrap();
+        r.device.host_set(0, Some(true)).unwrap();
+        r.run(DEVICE_EVENT);
+        assert!(r.used(1).is_empty());
+        assert!(r.device.states().iter().all(|s| !s.unmasked));
+    }
+
+    #[test]
+    fn vring_disable_is_reported_to_the_device() {
+        let mut r = Rig::new(false);
+        r.run(DEVICE_EVENT); // attaches the device to the vrings
+        assert!(r.vrings.iter().all(GpioVring::observed));
+        r.request(VIRTIO_GPIO_MSG_SET_DIRECTION, 0, 1, 2);
+        assert_eq!(r.device.states()[0].direction, Direction::Out);
+        r.vrings[1].set_enabled(false);
+        assert_eq!(r.device.states()[0].direction, Direction::None);
+    }
+
+    #[test]
+    fn config_space_reads_are_bounds_checked() {
+        let r = Rig::new(false);
+        assert_eq!(r.backend.get_config(0, 8), vec![2, 0, 0, 0, 4, 0, 0, 0]);
+        assert_eq!(r.backend.get_config(4, 4), vec![4, 0, 0, 0]);
+        assert!(r.backend.get_config(6, 4).is_empty());
+        assert!(r.backend.get_config(u32::MAX, 2).is_empty());
+    }
+}
