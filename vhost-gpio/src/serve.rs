@@ -86,7 +86,10 @@ pub fn serve_one(listener: &mut Listener, device: &Arc<Device>) -> Result<(), St
         .map_err(|e| format!("accepting a connection: {e}"))?;
     log::info!("{}: frontend connected", device.name());
     match daemon.wait() {
-        Ok(()) => log::info!("{}: frontend disconnected", device.name()),
+        Ok(())
+        | Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+        )) => log::info!("{}: frontend disconnected", device.name()),
         Err(e) => log::warn!("{}: connection ended: {e}", device.name()),
     }
     device.guest_gone("connection closed");
