@@ -36,6 +36,8 @@ use crate::model::LineState;
 pub const MAX_CLIENTS: usize = 64;
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 1024;
+/// Events buffered for a watcher that is not reading; beyond this it is dropped.
+pub const WATCH_BACKLOG: usize = 4096;
 
 /// Control socket errors.
 #[derive(Debug, thiserror::Error)]
@@ -317,7 +319,7 @@ fn find(device: &Device, which: &str) -> Result<u16, String> {
 }
 
 fn watch(mut out: UnixStream, stream: UnixStream, device: &Device) -> io::Result<()> {
-    let (tx, rx) = mpsc::channel::<LineState>();
+    let (tx, rx) = mpsc::sync_channel::<LineState>(WATCH_BACKLOG);
     device.lock().add_watcher(tx);
     writeln!(out, "ok")?;
     // Detect a closed client while idle: a read that returns 0 bytes.

@@ -12,7 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Mutex, MutexGuard};
 
 use common::wp::{WpError, WpWriter};
@@ -50,7 +50,7 @@ pub struct DeviceState {
     pub model: GpioModel<EventToken>,
     wp: Option<WpLink>,
     pending: Vec<Completion<EventToken>>,
-    watchers: Vec<Sender<LineState>>,
+    watchers: Vec<SyncSender<LineState>>,
     generation: u64,
 }
 
@@ -81,7 +81,16 @@ impl DeviceState {
         if !effects.changed.is_empty() && !self.watchers.is_empty() {
             for gpio in &effects.changed {
                 if let Some(state) = self.model.state(*gpio) {
-                    self.watchers.retain(|w| w.send(state.clone()).is_ok());
+                    // A watcher that stopped reading is dropped rather than
+                    // buffered without bound; its session then ends.
+                    self.watchers.retain(|w| match w.try_send(state.clone()) {
+                        Ok(()) => true,
+                        Err(TrySendError::Full(_)) => {
+                            log::warn!("a control watcher is not keeping up; dropping it");
+                            false
+                        }
+                        Err(TrySendError::Disconnected(_)) => false,
+                    });
                 }
             }
         }
@@ -93,8 +102,9 @@ impl DeviceState {
         std::mem::take(&mut self.pending)
     }
 
-    /// Add a watcher; it gets every later line change.
-    pub fn add_watcher(&mut self, tx: Sender<LineState>) {
+    /// Add a watcher; it gets every later line change (a bounded channel: a
+    /// watcher whose channel is full is dropped).
+    pub fn add_watcher(&mut self, tx: SyncSender<LineState>) {
         self.watchers.push(tx);
     }
 }

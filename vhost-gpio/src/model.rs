@@ -884,7 +884,7 @@ mod tests {
     }
 
     #[test]
-    fn disable_discards_latch_and_returns_buffer_invalid() {
+    fn disable_discards_the_latched_edge() {
         let mut m = model();
         m.set_irq_type(0, RISING, true).unwrap();
         m.set_host_level(0, Some(true)).unwrap();
@@ -895,9 +895,23 @@ mod tests {
         // Re-enabled: the discarded latch does not come back.
         m.set_irq_type(0, RISING, true).unwrap();
         assert!(m.queue_irq_buffer(0, 1).unwrap().completions.is_empty());
+    }
+
+    #[test]
+    fn disable_returns_the_queued_buffer_invalid() {
+        let mut m = model();
+        m.set_irq_type(0, HIGH, true).unwrap();
+        assert!(m.queue_irq_buffer(0, 1).unwrap().completions.is_empty());
+        assert!(m.state(0).unwrap().unmasked);
         let e = m.set_irq_type(0, NONE, true).unwrap();
         assert_eq!(statuses(&e), vec![(1, 0, IrqStatus::Invalid)]);
         assert!(!m.state(0).unwrap().unmasked);
+        // Disabling again with nothing queued returns nothing.
+        assert!(m
+            .set_irq_type(0, NONE, true)
+            .unwrap()
+            .completions
+            .is_empty());
     }
 
     #[test]

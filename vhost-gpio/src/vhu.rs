@@ -216,9 +216,6 @@ pub enum ChainError {
     /// Unknown request type.
     #[error("unknown request type {0:#x}")]
     Unsupported(u16),
-    /// Publishing the WP line failed.
-    #[error("WP state file")]
-    Wp(#[source] common::wp::WpError),
 }
 
 /// Structural check of a chain: descriptor count and order.
