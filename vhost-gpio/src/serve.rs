@@ -5,6 +5,7 @@
 //! reconnect (QEMU's chardev reconnect, or a hot-replug) and find a fresh
 //! device. A disconnect or a protocol error ends only that connection.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, RwLock};
@@ -30,10 +31,18 @@ pub enum ServeError {
         #[source]
         source: vhost::vhost_user::Error,
     },
+    /// Something other than a socket sits at the path: it is left alone.
+    #[error("vhost-user socket path {0} exists and is not a socket; not replacing it")]
+    NotASocket(String),
 }
 
-/// Bind the vhost-user socket (replacing a stale one).
+/// Bind the vhost-user socket (replacing a stale socket, never another file).
 pub fn bind(path: &Path) -> Result<Listener, ServeError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServeError::NotASocket(path.display().to_string()));
+        }
+    }
     Listener::new(path, true).map_err(|source| ServeError::Bind {
         path: path.display().to_string(),
         source,

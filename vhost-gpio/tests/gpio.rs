@@ -624,6 +624,18 @@ fn command_line_errors() {
         let msg = String::from_utf8_lossy(&out.stderr);
         assert!(msg.contains(want), "{args:?}: {msg}");
     }
+    // A regular file at the socket path is refused and left alone.
+    let file = dir.path().join("precious");
+    std::fs::write(&file, b"data").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vhost-gpio"))
+        .arg("--socket-path")
+        .arg(&file)
+        .args(["--lines", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a socket"));
+    assert_eq!(std::fs::read(&file).unwrap(), b"data");
     // A socket path in a missing directory.
     let out = Command::new(env!("CARGO_BIN_EXE_vhost-gpio"))
         .args(["--socket-path", "/nonexistent-dir/x.sock", "--lines", "2"])
