@@ -113,17 +113,6 @@ impl<T> Default for Effects<T> {
     }
 }
 
-impl<T> Effects<T> {
-    fn merge(&mut self, other: Effects<T>) {
-        self.completions.extend(other.completions);
-        for c in other.changed {
-            if !self.changed.contains(&c) {
-                self.changed.push(c);
-            }
-        }
-    }
-}
-
 /// Who sets a line's effective level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DrivenBy {
@@ -588,11 +577,6 @@ impl<T> GpioModel<T> {
             }
         }
         (effects, dropped)
-    }
-
-    /// Merge helper for callers that chain operations.
-    pub fn merge_effects(into: &mut Effects<T>, other: Effects<T>) {
-        into.merge(other);
     }
 }
 
