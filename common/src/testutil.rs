@@ -132,6 +132,10 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 }
 
 /// Waits until something listens on the Unix socket at `path`.
+///
+/// It does so by connecting and closing: a vhost-user backend sees that as a frontend that
+/// came and went (and starts over with a fresh device). Where that matters, wait for the
+/// socket file to exist instead.
 pub fn wait_for_socket(path: &Path, timeout: Duration) -> bool {
     wait_until(timeout, || {
         std::os::unix::net::UnixStream::connect(path)
