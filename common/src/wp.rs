@@ -572,21 +572,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = state_path(&dir);
         let r = WpReader::open(&path).unwrap();
+        let reads = std::sync::Arc::new(AtomicU64::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let (reads2, stop2) = (reads.clone(), stop.clone());
         let reader = thread::spawn(move || {
-            let mut n = 0u64;
             while !stop2.load(Ordering::Relaxed) {
                 r.read().unwrap();
-                n += 1;
+                reads2.fetch_add(1, Ordering::Relaxed);
             }
-            n
         });
-        for _ in 0..20 {
+        // Open and close writers while the reader tests the lock, until both sides have
+        // done a fair amount of work at the same time.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut opens = 0;
+        while opens < 20 || reads.load(Ordering::Relaxed) < 200 {
+            assert!(
+                Instant::now() < deadline,
+                "reader or writers made no progress"
+            );
             let w = WpWriter::open(&path, Pull::Up).unwrap();
             drop(w);
+            opens += 1;
         }
         stop.store(true, Ordering::Relaxed);
-        assert!(reader.join().unwrap() > 0);
+        reader.join().unwrap();
     }
 }
