@@ -46,6 +46,12 @@ enum ToolError {
     NoChip(String),
     #[error("chip {chip} has no line named '{name}'")]
     NoLine { chip: String, name: String },
+    #[error("chip {chip} has {lines} lines: no offset {offset}")]
+    NoOffset {
+        chip: String,
+        offset: u32,
+        lines: u32,
+    },
     #[error("no GPIO chip has a line named '{0}'")]
     NoNamedLine(String),
     #[error("timed out after {0} ms")]
@@ -198,7 +204,11 @@ fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
+        // Some errors already print their source; don't say it twice.
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!(": {text}"));
+        }
         src = s.source();
     }
     msg
@@ -219,7 +229,12 @@ fn resolve_chip(sel: &str) -> Result<(Chip, gpiocdev::chip::Info), ToolError> {
 
 fn resolve_line(chip: &Chip, info: &gpiocdev::chip::Info, sel: &LineSel) -> Result<u32, ToolError> {
     match sel {
-        LineSel::Offset(o) => Ok(*o),
+        LineSel::Offset(o) if *o < info.num_lines => Ok(*o),
+        LineSel::Offset(o) => Err(ToolError::NoOffset {
+            chip: info.name.clone(),
+            offset: *o,
+            lines: info.num_lines,
+        }),
         LineSel::Name(n) => {
             chip.find_line_info(n)
                 .map(|li| li.offset)
