@@ -8,6 +8,7 @@
 //! optional, `\r` tolerated) and never guesses: a report it cannot place is still recorded,
 //! with what it could read.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -46,6 +47,18 @@ pub struct ConsoleFindings {
     pub still_requested: bool,
     /// How many times gpiolib printed "backing chip is gone".
     pub backing_chip_gone: u32,
+    /// The same, by the function that printed it (`gpiod_put`, `gpiod_set_value_cansleep`).
+    pub backing_chip_gone_by: BTreeMap<String, u32>,
+}
+
+impl ConsoleFindings {
+    /// True if a report shows the kernel died in a task (an oops of any kind), after which the
+    /// guest may never make progress again.
+    pub fn fatal(&self) -> bool {
+        self.splats
+            .iter()
+            .any(|s| !matches!(s.kind.as_str(), "warning" | "refcount" | "slab"))
+    }
 }
 
 static TIMESTAMP: LazyLock<Regex> =
@@ -54,19 +67,22 @@ static WARNING: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^WARNING: (?:CPU: \d+ PID: \d+ )?at (\S+):(\d+) (\S+?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[\w+\])?\s*$")
         .expect("valid regex")
 });
+static CHIP_GONE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(\w+): backing chip is gone").expect("valid regex"));
 static WARNING_ANY: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^WARNING: ").expect("valid regex"));
 static KERNEL_BUG_AT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^kernel BUG at (\S+):(\d+)!").expect("valid regex"));
-static KASAN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^BUG: KASAN: (\S+) in (\S+?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[\w+\])?\s*$").expect("valid regex"));
+static KASAN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^BUG: KASAN: (\S+) in (\S+?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[\w+\])?\s*$")
+        .expect("valid regex")
+});
 static NULL_DEREF: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^BUG: kernel NULL pointer dereference").expect("valid regex"));
 static PAGE_FAULT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^BUG: unable to handle page fault").expect("valid regex"));
-static GPF: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:Oops: )?general protection fault").expect("valid regex")
-});
+static GPF: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:Oops: )?general protection fault").expect("valid regex"));
 static SLAB: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^BUG \S+ \(.*\): ").expect("valid regex"));
 static OTHER_BUG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^BUG: ").expect("valid regex"));
@@ -92,7 +108,9 @@ fn body(line: &str) -> &str {
 enum State {
     Idle,
     /// Inside a report, before or within its call trace.
-    InReport { in_trace: bool },
+    InReport {
+        in_trace: bool,
+    },
 }
 
 /// Classifies a whole console log.
@@ -107,6 +125,10 @@ pub fn classify(console: &str) -> ConsoleFindings {
         }
         if line.contains("backing chip is gone") {
             out.backing_chip_gone += 1;
+            let func = CHIP_GONE
+                .captures(line)
+                .map_or_else(|| "?".to_string(), |c| c[1].to_string());
+            *out.backing_chip_gone_by.entry(func).or_default() += 1;
         }
 
         if let Some(splat) = start_of_report(line, previous, &state, &mut out) {
@@ -164,7 +186,11 @@ fn start_of_report(
         } else {
             "warning"
         };
-        return Some(splat(kind, format!("{}:{}", &c[1], &c[2]), c[3].to_string()));
+        return Some(splat(
+            kind,
+            format!("{}:{}", &c[1], &c[2]),
+            c[3].to_string(),
+        ));
     }
     if WARNING_ANY.is_match(line) {
         return Some(splat("warning", String::new(), String::new()));
@@ -262,7 +288,10 @@ mod tests {
             ]
         );
         assert!(s.involves("release_nodes"));
-        assert!(!s.involves("kernfs_remove_by_name_ns"), "unreliable entries are dropped");
+        assert!(
+            !s.involves("kernfs_remove_by_name_ns"),
+            "unreliable entries are dropped"
+        );
         assert!(!f.still_requested);
         assert_eq!(f.backing_chip_gone, 0);
     }
@@ -271,12 +300,16 @@ mod tests {
     fn informational_lines_are_counted_not_judged() {
         let log = "\
 [    5.0] gpio gpiochip0: REMOVING GPIOCHIP WITH GPIOS STILL REQUESTED
-[    6.0] gpiod_put: backing chip is gone
-[    6.1] gpiod_put: backing chip is gone
+[    6.0] gpio gpiochip0: gpiod_set_value_cansleep: backing chip is gone
+[    6.1] gpio gpiochip0: gpiod_put: backing chip is gone
+[    6.2] gpio gpiochip0: gpiod_put: backing chip is gone
 ";
         let f = classify(log);
         assert!(f.still_requested);
-        assert_eq!(f.backing_chip_gone, 2);
+        assert_eq!(f.backing_chip_gone, 3);
+        assert_eq!(f.backing_chip_gone_by["gpiod_put"], 2);
+        assert_eq!(f.backing_chip_gone_by["gpiod_set_value_cansleep"], 1);
+        assert!(!f.fatal());
         assert!(f.splats.is_empty());
     }
 
@@ -322,13 +355,18 @@ mod tests {
 ";
         let f = classify(log);
         assert_eq!(f.splats.len(), 1, "{f:#?}");
+        assert!(f.fatal());
         let s = &f.splats[0];
         assert_eq!(s.kind, "null-deref");
         assert_eq!(s.function, "gpio_name_to_desc");
         assert_eq!(s.location, "gpio_name_to_desc+0x2f/0xb0");
         assert_eq!(
             s.trace,
-            vec!["gpiochip_add_data_with_key", "virtio_gpio_probe", "virtio_dev_probe"]
+            vec![
+                "gpiochip_add_data_with_key",
+                "virtio_gpio_probe",
+                "virtio_dev_probe"
+            ]
         );
     }
 

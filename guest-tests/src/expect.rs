@@ -327,6 +327,25 @@ impl Expectations {
     }
 }
 
+/// The kernel variants the reproduction runs.
+pub const KERNELS: [&str; 5] = [
+    "6.1-baseline",
+    "6.1-kref",
+    "6.1-kref-numbfix",
+    "6.12-baseline",
+    "6.12-kref",
+];
+
+/// The scenarios the reproduction runs.
+pub const SCENARIOS: [&str; 6] = [
+    "stock-unbind",
+    "unbind",
+    "unplug-then-unbind",
+    "stock-unplug",
+    "replug",
+    "irq",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,7 +388,11 @@ why = "the 2020 double put"
     fn a_matching_run_is_expected() {
         let e = Expectations::parse(ONE, "t").unwrap();
         let entry = e.get("6.1-baseline", "unbind").unwrap();
-        let splats = [warning("gpiod_put", "drivers/gpio/gpiolib.c", &["release_nodes"])];
+        let splats = [warning(
+            "gpiod_put",
+            "drivers/gpio/gpiolib.c",
+            &["release_nodes"],
+        )];
         assert_eq!(entry.compare(&observed(&splats)), Vec::<String>::new());
     }
 
@@ -384,10 +407,18 @@ why = "the 2020 double put"
         // Wrong file, missing caller.
         let splats = [warning("gpiod_put", "lib/refcount.c", &["release_nodes"])];
         assert!(entry.compare(&observed(&splats))[0].contains("lib/refcount.c"));
-        let splats = [warning("gpiod_put", "drivers/gpio/gpiolib.c", &["nvmem_release"])];
+        let splats = [warning(
+            "gpiod_put",
+            "drivers/gpio/gpiolib.c",
+            &["nvmem_release"],
+        )];
         assert!(entry.compare(&observed(&splats))[0].contains("release_nodes not in"));
         // Refcount and write outcomes.
-        let splats = [warning("gpiod_put", "drivers/gpio/gpiolib.c", &["release_nodes"])];
+        let splats = [warning(
+            "gpiod_put",
+            "drivers/gpio/gpiolib.c",
+            &["release_nodes"],
+        )];
         let mut o = observed(&splats);
         o.gpio_virtio_refcnt = Some(-1);
         o.eeprom_write = WriteOutcome::Blocked;
@@ -402,7 +433,11 @@ why = "the 2020 double put"
         let text = ONE.replace("gpio_virtio_refcnt = 0", "gpio_virtio_refcnt = \"absent\"");
         let e = Expectations::parse(&text, "t").unwrap();
         let entry = e.get("6.1-baseline", "unbind").unwrap();
-        let splats = [warning("gpiod_put", "drivers/gpio/gpiolib.c", &["release_nodes"])];
+        let splats = [warning(
+            "gpiod_put",
+            "drivers/gpio/gpiolib.c",
+            &["release_nodes"],
+        )];
         let mut o = observed(&splats);
         o.gpio_virtio_refcnt = None;
         assert!(entry.compare(&o).is_empty());
@@ -415,7 +450,11 @@ why = "the 2020 double put"
     fn informational_fields_are_judged_only_when_given() {
         let e = Expectations::parse(ONE, "t").unwrap();
         let entry = e.get("6.1-baseline", "unbind").unwrap();
-        let splats = [warning("gpiod_put", "drivers/gpio/gpiolib.c", &["release_nodes"])];
+        let splats = [warning(
+            "gpiod_put",
+            "drivers/gpio/gpiolib.c",
+            &["release_nodes"],
+        )];
         let mut o = observed(&splats);
         o.still_requested = true;
         o.backing_chip_gone = 2;
@@ -453,22 +492,3 @@ why = "the 2020 double put"
         assert_eq!(e.all().len(), KERNELS.len() * SCENARIOS.len());
     }
 }
-
-/// The kernel variants the reproduction runs.
-pub const KERNELS: [&str; 5] = [
-    "6.1-baseline",
-    "6.1-kref",
-    "6.1-kref-numbfix",
-    "6.12-baseline",
-    "6.12-kref",
-];
-
-/// The scenarios the reproduction runs.
-pub const SCENARIOS: [&str; 6] = [
-    "stock-unbind",
-    "unbind",
-    "unplug-then-unbind",
-    "stock-unplug",
-    "replug",
-    "irq",
-];

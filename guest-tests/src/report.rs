@@ -26,6 +26,8 @@ pub struct RunReport {
     pub still_requested: bool,
     /// "backing chip is gone" count.
     pub backing_chip_gone: u32,
+    /// The same by the function that printed it.
+    pub backing_chip_gone_by: std::collections::BTreeMap<String, u32>,
     /// gpio_virtio's module refcount after the last put (signed; absent if never printed).
     pub gpio_virtio_refcnt: Option<i64>,
     /// The first write through nvmem, judged on the host image.
@@ -162,7 +164,12 @@ fn refcnt_text(n: Option<i64>) -> String {
 /// The runs as a table for a terminal.
 pub fn table(runs: &[RunReport]) -> String {
     let header = [
-        "kernel", "scenario", "splats", "refcnt", "eeprom (write/unplug/replug)", "expected",
+        "kernel",
+        "scenario",
+        "splats",
+        "refcnt",
+        "eeprom (write/unplug/replug)",
+        "expected",
     ];
     let rows: Vec<[String; 6]> = runs
         .iter()
@@ -176,7 +183,11 @@ pub fn table(runs: &[RunReport]) -> String {
                     "{}/{}/{}",
                     r.eeprom_write, r.eeprom_write_after_unplug, r.eeprom_write_after_replug
                 ),
-                if r.expected { "yes".into() } else { "NO".into() },
+                if r.expected {
+                    "yes".into()
+                } else {
+                    "NO".into()
+                },
             ]
         })
         .collect();
@@ -234,6 +245,7 @@ mod tests {
             }],
             still_requested: false,
             backing_chip_gone: 0,
+            backing_chip_gone_by: Default::default(),
             gpio_virtio_refcnt: Some(0),
             eeprom_write: WriteOutcome::Landed,
             eeprom_write_after_unplug: WriteOutcome::NotApplicable,
@@ -257,11 +269,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("report.json");
         write_json(&p, &[run(true)]).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         let o = &v[0];
         for key in [
-            "kernel", "scenario", "qemu", "splats", "still_requested", "backing_chip_gone",
-            "gpio_virtio_refcnt", "eeprom_write_after_unplug", "expected", "why",
+            "kernel",
+            "scenario",
+            "qemu",
+            "splats",
+            "still_requested",
+            "backing_chip_gone",
+            "gpio_virtio_refcnt",
+            "eeprom_write_after_unplug",
+            "expected",
+            "why",
         ] {
             assert!(o.get(key).is_some(), "missing {key}");
         }
@@ -282,7 +303,10 @@ mod tests {
     #[test]
     fn table_lists_every_run_and_the_unexpected_ones() {
         let t = table(&[run(true), run(false)]);
-        assert_eq!(t.lines().filter(|l| l.starts_with("6.1-baseline")).count(), 2);
+        assert_eq!(
+            t.lines().filter(|l| l.starts_with("6.1-baseline")).count(),
+            2
+        );
         assert!(t.contains("warning(gpiod_free)"));
         assert!(t.contains("unexpected: 6.1-baseline unbind: refcnt 1 instead of 0"));
         assert!(t.lines().nth(2).unwrap().ends_with("yes"));
