@@ -8,8 +8,18 @@
 //! - [`qemu`]: QEMU command line and process lifetime.
 //! - [`console`]: following the serial console file, `VGN-MARK:` markers.
 //! - [`ktap`]: parsing the runner's KTAP output.
+//! - [`classify`]: kernel reports and gpiolib lines on the console.
+//! - [`expect`]: the expected outcomes (`expected.toml`) and the comparison.
+//! - [`qmp`]: hot-unplug and replug through QMP.
+//! - [`reproduce`]: one run end to end (backends, QEMU, markers, judgement).
+//! - [`report`]: JSON, JUnit XML and the table.
 
+pub mod classify;
 pub mod console;
+pub mod expect;
 pub mod ktap;
 pub mod qemu;
+pub mod qmp;
+pub mod report;
+pub mod reproduce;
 pub mod variants;

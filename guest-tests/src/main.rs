@@ -33,6 +33,51 @@ enum Cmd {
     /// Boot each built variant (scenario `boot`, no backends) and check that
     /// the runner starts, passes its checks and powers off.
     Boot(BootArgs),
+    /// The end-to-end reproduction: every variant in every scenario with both
+    /// backends attached; prints a table, writes report.json, a JUnit XML and
+    /// the logs of each run; exits 1 when any run differs from expected.toml.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReproduceArgs {
+    /// Kernel variant (repeatable); default: the five of expected.toml.
+    #[arg(long = "kernel", value_name = "V")]
+    kernels: Vec<String>,
+    /// Scenario (repeatable); default: all six.
+    #[arg(long = "scenario", value_name = "S")]
+    scenarios: Vec<String>,
+    /// Guests at a time.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    jobs: usize,
+    /// Bound of one run, from QEMU start to power-off, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "S")]
+    run_timeout: u64,
+    /// Bound of each guest-side wait, in seconds (vgn.timeout).
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    guest_timeout: u64,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64", value_name = "PATH")]
+    qemu: PathBuf,
+    /// vhost-gpio binary (default: beside this program).
+    #[arg(long, value_name = "PATH")]
+    vhost_gpio: Option<PathBuf>,
+    /// vhost-i2c-eeprom binary (default: beside this program).
+    #[arg(long, value_name = "PATH")]
+    vhost_i2c_eeprom: Option<PathBuf>,
+    /// Expected outcomes.
+    #[arg(long, default_value = "guest-tests/expected.toml", value_name = "FILE")]
+    expected: PathBuf,
+    /// Where the report and logs go.
+    #[arg(long, default_value = "target/reproduce", value_name = "DIR")]
+    out_dir: PathBuf,
+    /// Cache root (default: $VGN_CACHE, else $XDG_CACHE_HOME/vhost-gpio-nvmem,
+    /// else ~/.cache/vhost-gpio-nvmem).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +125,120 @@ enum MainError {
     },
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    #[error(transparent)]
+    Expect(#[from] guest_tests::expect::ExpectError),
+    #[error("unknown {what} '{name}' (known: {known})")]
+    Unknown {
+        what: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} not found: build it (cargo build --release -p {1}) or pass --{1}")]
+    MissingBinary(PathBuf, &'static str),
+}
+
+/// A binary of this workspace beside the running one.
+fn sibling(name: &str) -> Option<PathBuf> {
+    std::env::current_exe().ok()?.parent().map(|d| d.join(name))
+}
+
+fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
+    use guest_tests::expect::{Expectations, KERNELS, SCENARIOS};
+    use guest_tests::{report, reproduce};
+
+    let expectations = Expectations::load(&a.expected)?;
+    let pick =
+        |given: &[String], all: &[&str], what: &'static str| -> Result<Vec<String>, MainError> {
+            if given.is_empty() {
+                return Ok(all.iter().map(|s| s.to_string()).collect());
+            }
+            for g in given {
+                if !all.contains(&g.as_str()) {
+                    return Err(MainError::Unknown {
+                        what,
+                        name: g.clone(),
+                        known: all.join(", "),
+                    });
+                }
+            }
+            Ok(given.to_vec())
+        };
+    let kernels = pick(&a.kernels, &KERNELS, "kernel variant")?;
+    let scenarios = pick(&a.scenarios, &SCENARIOS, "scenario")?;
+    let cache = match &a.cache {
+        Some(c) => c.clone(),
+        None => variants::cache_root()?,
+    };
+    let mut built = Vec::new();
+    for k in &kernels {
+        let v = variants::variant(&cache, k)?;
+        v.check_built()?;
+        built.push(v);
+    }
+    let binary = |given: &Option<PathBuf>, name: &'static str| -> Result<PathBuf, MainError> {
+        let p = given
+            .clone()
+            .or_else(|| sibling(name))
+            .unwrap_or_else(|| PathBuf::from(name));
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(MainError::MissingBinary(p, name))
+        }
+    };
+    let opts = reproduce::Options {
+        vhost_gpio: binary(&a.vhost_gpio, "vhost-gpio")?,
+        vhost_i2c: binary(&a.vhost_i2c_eeprom, "vhost-i2c-eeprom")?,
+        qemu: a.qemu.clone(),
+        accel: a.accel,
+        run_timeout: Duration::from_secs(a.run_timeout),
+        guest_timeout: Duration::from_secs(a.guest_timeout),
+        out_dir: a.out_dir.clone(),
+        jobs: a.jobs.max(1),
+    };
+    std::fs::create_dir_all(&a.out_dir).map_err(|source| MainError::Io {
+        what: "creating",
+        path: a.out_dir.clone(),
+        source,
+    })?;
+    eprintln!(
+        "[reproduce] {} kernel(s) x {} scenario(s), {} at a time, {}; logs in {}",
+        built.len(),
+        scenarios.len(),
+        opts.jobs,
+        qemu::version(&a.qemu)?,
+        a.out_dir.display()
+    );
+    let runs = reproduce::run_all(&built, &scenarios, &expectations, &opts);
+    let json = a.out_dir.join("report.json");
+    report::write_json(&json, &runs).map_err(|source| MainError::Io {
+        what: "writing",
+        path: json.clone(),
+        source,
+    })?;
+    let junit = a.out_dir.join("report.junit.xml");
+    std::fs::write(&junit, report::junit(&runs)).map_err(|source| MainError::Io {
+        what: "writing",
+        path: junit.clone(),
+        source,
+    })?;
+    println!("{}", report::table(&runs));
+    let unexpected = runs.iter().filter(|r| !r.expected).count();
+    println!(
+        "{} run(s), {} as expected, {unexpected} unexpected; report: {}, {}",
+        runs.len(),
+        runs.len() - unexpected,
+        json.display(),
+        junit.display()
+    );
+    Ok(unexpected == 0)
 }
 
 /// What happened to one variant.
@@ -285,6 +444,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.cmd {
         Cmd::Boot(a) => run_boot(a),
+        Cmd::Reproduce(a) => run_reproduce(a),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,
@@ -322,11 +482,58 @@ mod tests {
             "kvm",
         ])
         .unwrap();
-        let Cmd::Boot(b) = c.cmd;
+        let Cmd::Boot(b) = c.cmd else {
+            panic!("not boot")
+        };
         assert_eq!(b.variants, ["6.1-baseline", "6.12-kref"]);
         assert_eq!(b.timeout, 60);
         assert_eq!(b.accel, Accel::Kvm);
         assert!(Cli::try_parse_from(["guest-tests", "boot", "--timeout", "x"]).is_err());
+    }
+
+    #[test]
+    fn cli_parses_reproduce() {
+        let c = Cli::try_parse_from([
+            "guest-tests",
+            "reproduce",
+            "--kernel",
+            "6.1-baseline",
+            "--scenario",
+            "unbind",
+            "--jobs",
+            "1",
+        ])
+        .unwrap();
+        let Cmd::Reproduce(r) = c.cmd else {
+            panic!("not reproduce")
+        };
+        assert_eq!(r.kernels, ["6.1-baseline"]);
+        assert_eq!(r.scenarios, ["unbind"]);
+        assert_eq!(r.jobs, 1);
+        assert_eq!(r.run_timeout, 300);
+        assert!(Cli::try_parse_from(["guest-tests", "reproduce", "--jobs", "two"]).is_err());
+    }
+
+    #[test]
+    fn unknown_kernels_and_scenarios_are_refused_by_name() {
+        let c = Cli::try_parse_from([
+            "guest-tests",
+            "reproduce",
+            "--kernel",
+            "5.4-vintage",
+            "--expected",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/expected.toml"),
+        ])
+        .unwrap();
+        let Cmd::Reproduce(r) = c.cmd else {
+            panic!("not reproduce")
+        };
+        let e = run_reproduce(&r).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown kernel variant '5.4-vintage'"),
+            "{e}"
+        );
     }
 
     #[test]

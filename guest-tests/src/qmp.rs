@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+
+//! The QMP conversation of the reproduction, through the `qapi` crate's typed commands:
+//! hot-unplug (`device_del`, then DEVICE_DELETED), replug (`chardev-remove`, `chardev-add`,
+//! `device_add`) and QEMU's version.
+//!
+//! Every read has a bound: a QEMU that stops answering makes a call fail with a timeout, never
+//! hang the harness.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use qapi::qmp::{self, Event};
+use qapi::{Qmp, Stream};
+
+/// How long one QMP read may block.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the QMP conversation.
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    /// The socket could not be reached.
+    #[error("connecting to QMP at {path}: {source}")]
+    Connect {
+        /// The QMP socket.
+        path: PathBuf,
+        /// The last error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// QEMU's greeting was not a QMP greeting.
+    #[error("QMP greeting: {0}")]
+    Greeting(String),
+    /// A command failed.
+    #[error("QMP {command}: {detail}")]
+    Command {
+        /// The command.
+        command: &'static str,
+        /// QEMU's answer or the I/O error.
+        detail: String,
+    },
+    /// An event did not come in time.
+    #[error("no {event} for {what} within {waited:?}")]
+    Timeout {
+        /// The event awaited.
+        event: &'static str,
+        /// For what.
+        what: String,
+        /// How long.
+        waited: Duration,
+    },
+}
+
+type QmpStream = Stream<BufReader<UnixStream>, UnixStream>;
+
+/// A QMP session with one QEMU.
+pub struct QmpClient {
+    qmp: Qmp<QmpStream>,
+}
+
+impl std::fmt::Debug for QmpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QmpClient").finish_non_exhaustive()
+    }
+}
+
+fn command_err(command: &'static str) -> impl FnOnce(qapi::ExecuteError) -> QmpError {
+    move |e| QmpError::Command {
+        command,
+        detail: e.to_string(),
+    }
+}
+
+impl QmpClient {
+    /// Connects (retrying until `timeout` while QEMU starts), reads the greeting and leaves
+    /// capabilities negotiation mode.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<QmpClient, QmpError> {
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    log::trace!("QMP {}: {e}; retrying", path.display());
+                    thread::sleep(Duration::from_millis(50));
+                }
+                Err(source) => {
+                    return Err(QmpError::Connect {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        };
+        let connect_err = |source| QmpError::Connect {
+            path: path.to_path_buf(),
+            source,
+        };
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(connect_err)?;
+        let writer = stream.try_clone().map_err(connect_err)?;
+        let mut reader = BufReader::new(stream);
+        // Read the greeting ourselves: the crate's reader panics on an early EOF.
+        let mut greeting = String::new();
+        reader
+            .read_line(&mut greeting)
+            .map_err(|e| QmpError::Greeting(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(&greeting)
+            .map_err(|e| QmpError::Greeting(format!("{e}: {greeting:?}")))?;
+        if value.get("QMP").is_none() {
+            return Err(QmpError::Greeting(format!(
+                "not a QMP greeting: {greeting:?}"
+            )));
+        }
+        let mut qmp = Qmp::new(Stream::new(reader, writer));
+        qmp.execute(&qmp::qmp_capabilities { enable: None })
+            .map_err(command_err("qmp_capabilities"))?;
+        Ok(QmpClient { qmp })
+    }
+
+    /// QEMU's version, `major.minor.micro`.
+    pub fn version(&mut self) -> Result<String, QmpError> {
+        let v = self
+            .qmp
+            .execute(&qmp::query_version {})
+            .map_err(command_err("query-version"))?;
+        Ok(format!(
+            "{}.{}.{}",
+            v.qemu.major, v.qemu.minor, v.qemu.micro
+        ))
+    }
+
+    /// Unplugs device `id` and waits for QEMU's DEVICE_DELETED for it: QEMU sends one for
+    /// the virtio backend's QOM path first, then the one naming the device; this waits for the
+    /// latter. Returns how long the guest took.
+    pub fn device_del(&mut self, id: &str, timeout: Duration) -> Result<Duration, QmpError> {
+        let start = Instant::now();
+        self.qmp
+            .execute(&qmp::device_del { id: id.to_string() })
+            .map_err(command_err("device_del"))?;
+        loop {
+            for e in self.qmp.events() {
+                if let Event::DEVICE_DELETED { data, .. } = e {
+                    log::debug!("DEVICE_DELETED {:?} {}", data.device, data.path);
+                    if data.device.as_deref() == Some(id) {
+                        return Ok(start.elapsed());
+                    }
+                }
+            }
+            if start.elapsed() >= timeout {
+                return Err(QmpError::Timeout {
+                    event: "DEVICE_DELETED",
+                    what: id.to_string(),
+                    waited: start.elapsed(),
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+            // A round trip collects the events QEMU sent meanwhile.
+            self.qmp.nop().map_err(|e| QmpError::Command {
+                command: "query-version",
+                detail: e.to_string(),
+            })?;
+        }
+    }
+
+    /// Removes a chardev (closing its connection to the backend).
+    pub fn chardev_remove(&mut self, id: &str) -> Result<(), QmpError> {
+        self.qmp
+            .execute(&qmp::chardev_remove { id: id.to_string() })
+            .map_err(command_err("chardev-remove"))?;
+        Ok(())
+    }
+
+    /// Adds a chardev connected, as a client, to the Unix socket at `path`.
+    pub fn chardev_add_unix(&mut self, id: &str, path: &Path) -> Result<(), QmpError> {
+        let socket = qmp::ChardevSocket {
+            base: qmp::ChardevCommon {
+                logappend: None,
+                logfile: None,
+            },
+            nodelay: None,
+            reconnect: None,
+            server: Some(false),
+            telnet: None,
+            tls_authz: None,
+            tls_creds: None,
+            tn3270: None,
+            wait: None,
+            websocket: None,
+            addr: qmp::SocketAddressLegacy::unix(qmp::UnixSocketAddressWrapper {
+                data: qmp::UnixSocketAddress {
+                    abstract_: None,
+                    tight: None,
+                    path: path.display().to_string(),
+                },
+            }),
+        };
+        self.qmp
+            .execute(&qmp::chardev_add {
+                id: id.to_string(),
+                backend: qmp::ChardevBackend::socket(qmp::ChardevSocketWrapper { data: socket }),
+            })
+            .map_err(command_err("chardev-add"))?;
+        Ok(())
+    }
+
+    /// Adds device `driver` with id `id` and string properties `props`.
+    pub fn device_add(
+        &mut self,
+        driver: &str,
+        id: &str,
+        props: &[(&str, &str)],
+    ) -> Result<(), QmpError> {
+        let props = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), qapi::Any::String(v.to_string())));
+        self.qmp
+            .execute(&qmp::device_add::new(
+                driver,
+                Some(id.to_string()),
+                None,
+                props,
+            ))
+            .map_err(command_err("device_add"))?;
+        Ok(())
+    }
+}
