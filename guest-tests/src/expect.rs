@@ -138,6 +138,18 @@ pub struct Expectation {
     /// Whether the guest saw the GPIO edge (irq scenario).
     #[serde(default)]
     pub irq_seen: Option<bool>,
+    /// The write to the 24c02 at 0x51 (eeprom scenario).
+    #[serde(default = "not_applicable")]
+    pub eeprom2_write: WriteOutcome,
+    /// The write while the host asserts WP (eeprom scenario).
+    #[serde(default = "not_applicable")]
+    pub eeprom_write_wp_asserted: WriteOutcome,
+    /// Addresses i2cdetect finds before binding (judged only if given).
+    #[serde(default)]
+    pub i2cdetect: Option<String>,
+    /// The line names the guest sees on the gpio chip (judged only if given).
+    #[serde(default)]
+    pub gpio_lines: Option<String>,
     /// Informational: "REMOVING GPIOCHIP WITH GPIOS STILL REQUESTED" printed (judged only if given).
     #[serde(default)]
     pub still_requested: Option<bool>,
@@ -198,6 +210,14 @@ pub struct Observed<'a> {
     pub still_requested: bool,
     /// Informational line count.
     pub backing_chip_gone: u32,
+    /// Write to the second EEPROM.
+    pub eeprom2_write: WriteOutcome,
+    /// Write while WP is asserted by the host.
+    pub eeprom_write_wp_asserted: WriteOutcome,
+    /// What i2cdetect found.
+    pub i2cdetect: Option<&'a str>,
+    /// The gpio line names the guest saw.
+    pub gpio_lines: Option<&'a str>,
 }
 
 impl Expectation {
@@ -247,6 +267,22 @@ impl Expectation {
             obs.eeprom_write_after_replug,
             self.eeprom_write_after_replug,
         );
+        write("write to the 24c02", obs.eeprom2_write, self.eeprom2_write);
+        write(
+            "EEPROM write with WP asserted",
+            obs.eeprom_write_wp_asserted,
+            self.eeprom_write_wp_asserted,
+        );
+        for (what, want, got) in [
+            ("i2cdetect found", &self.i2cdetect, obs.i2cdetect),
+            ("gpio line names", &self.gpio_lines, obs.gpio_lines),
+        ] {
+            if let Some(want) = want {
+                if got != Some(want.as_str()) {
+                    out.push(format!("{what}: {got:?} instead of {want:?}"));
+                }
+            }
+        }
         if self.irq_seen.is_some() && obs.irq_seen != self.irq_seen {
             out.push(format!(
                 "GPIO edge seen: {:?} instead of {:?}",
@@ -337,13 +373,14 @@ pub const KERNELS: [&str; 5] = [
 ];
 
 /// The scenarios the reproduction runs.
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "stock-unbind",
     "unbind",
     "unplug-then-unbind",
     "stock-unplug",
     "replug",
     "irq",
+    "eeprom",
 ];
 
 #[cfg(test)]
@@ -381,6 +418,10 @@ why = "the 2020 double put"
             irq_seen: None,
             still_requested: false,
             backing_chip_gone: 0,
+            eeprom2_write: WriteOutcome::NotApplicable,
+            eeprom_write_wp_asserted: WriteOutcome::NotApplicable,
+            i2cdetect: None,
+            gpio_lines: None,
         }
     }
 
@@ -444,6 +485,35 @@ why = "the 2020 double put"
         o.gpio_virtio_refcnt = Some(0);
         assert_eq!(entry.compare(&o).len(), 1);
         assert!(Expectations::parse(&ONE.replace("= 0\n", "= \"gone\"\n"), "t").is_err());
+    }
+
+    #[test]
+    fn eeprom_scenario_fields_are_compared() {
+        let text = ONE.replace(
+            "why =",
+            "eeprom2_write = \"landed\"\neeprom_write_wp_asserted = \"blocked\"\ni2cdetect = \"50,51\"\ngpio_lines = \"wp,led,irq\"\nwhy =",
+        );
+        let e = Expectations::parse(&text, "t").unwrap();
+        let entry = e.get("6.1-baseline", "unbind").unwrap();
+        let splats = [warning(
+            "gpiod_put",
+            "drivers/gpio/gpiolib.c",
+            &["release_nodes"],
+        )];
+        let mut o = observed(&splats);
+        o.eeprom2_write = WriteOutcome::Landed;
+        o.eeprom_write_wp_asserted = WriteOutcome::Blocked;
+        o.i2cdetect = Some("50,51");
+        o.gpio_lines = Some("wp,led,irq");
+        assert!(entry.compare(&o).is_empty());
+        o.i2cdetect = Some("50");
+        o.eeprom_write_wp_asserted = WriteOutcome::Landed;
+        let d = entry.compare(&o);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().any(|m| m.contains("i2cdetect found")));
+        assert!(d
+            .iter()
+            .any(|m| m.contains("WP asserted: landed instead of blocked")));
     }
 
     #[test]

@@ -38,6 +38,14 @@ pub struct RunReport {
     pub eeprom_write_after_replug: WriteOutcome,
     /// Whether the guest saw the GPIO edge (irq scenario).
     pub irq_seen: Option<bool>,
+    /// The write to the second EEPROM (24c02 at 0x51), judged on its image.
+    pub eeprom2_write: WriteOutcome,
+    /// The write made while the host asserts WP, judged on the host image.
+    pub eeprom_write_wp_asserted: WriteOutcome,
+    /// Addresses i2cdetect found before binding (`50,51`).
+    pub i2cdetect: Option<String>,
+    /// The gpio chip's line names as the guest saw them (`wp,led,irq`).
+    pub gpio_lines: Option<String>,
     /// The run matches its expectation.
     pub expected: bool,
     /// The expectation's reasoning, and what differed if anything did.
@@ -138,8 +146,8 @@ pub fn splat_summary(splats: &[Splat]) -> String {
 }
 
 fn summary(r: &RunReport) -> String {
-    format!(
-        "ended: {}\nsplats: {}\nstill_requested: {}\nbacking_chip_gone: {}\ngpio_virtio_refcnt: {}\neeprom: write {}, after unplug {}, after replug {}\nconsole: {}",
+    let mut s = format!(
+        "ended: {}\nsplats: {}\nstill_requested: {}\nbacking_chip_gone: {}\ngpio_virtio_refcnt: {}\neeprom: write {}, after unplug {}, after replug {}",
         r.ended,
         splat_summary(&r.splats),
         r.still_requested,
@@ -148,8 +156,19 @@ fn summary(r: &RunReport) -> String {
         r.eeprom_write,
         r.eeprom_write_after_unplug,
         r.eeprom_write_after_replug,
-        r.console_log
-    )
+    );
+    if r.scenario == "eeprom" {
+        let _ = write!(
+            s,
+            "\n24c02 write {}, write with WP asserted {}\ni2cdetect: {}\ngpio lines: {}",
+            r.eeprom2_write,
+            r.eeprom_write_wp_asserted,
+            r.i2cdetect.as_deref().unwrap_or("not printed"),
+            r.gpio_lines.as_deref().unwrap_or("not printed"),
+        );
+    }
+    let _ = write!(s, "\nconsole: {}", r.console_log);
+    s
 }
 
 fn refcnt_text(n: Option<i64>) -> String {
@@ -251,6 +270,10 @@ mod tests {
             eeprom_write_after_unplug: WriteOutcome::NotApplicable,
             eeprom_write_after_replug: WriteOutcome::NotApplicable,
             irq_seen: None,
+            eeprom2_write: WriteOutcome::NotApplicable,
+            eeprom_write_wp_asserted: WriteOutcome::NotApplicable,
+            i2cdetect: None,
+            gpio_lines: None,
             expected,
             why: "the 2020 double put".into(),
             mismatches: if expected {

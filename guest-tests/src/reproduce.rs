@@ -145,15 +145,20 @@ struct Progress {
     writes: HashMap<String, WriteOutcome>,
     /// Tags the runner started writing.
     attempted: Vec<String>,
+    /// Addresses i2cdetect found (eeprom scenario), as the runner printed them.
+    i2cdetect: Option<String>,
+    /// The names of the gpio chip's lines as the guest saw them.
+    gpio_lines: Option<String>,
     done: bool,
     notes: Vec<String>,
 }
 
 impl Progress {
-    fn judge(&mut self, tag: &str, image: &Path) {
+    fn judge(&mut self, tag: &str, images: &Images) {
         if self.writes.contains_key(tag) || !self.attempted.iter().any(|t| t == tag) {
             return;
         }
+        let image = images.for_tag(tag);
         let outcome = match image_head(image) {
             Some(head) if head == pattern(tag) => WriteOutcome::Landed,
             _ => WriteOutcome::Blocked,
@@ -166,6 +171,24 @@ impl Progress {
             .get(tag)
             .copied()
             .unwrap_or(WriteOutcome::NotApplicable)
+    }
+}
+
+/// The EEPROM images of a run: the 24c32 at 0x50 and the 24c02 at 0x51.
+#[derive(Debug)]
+struct Images {
+    at50: PathBuf,
+    at51: PathBuf,
+}
+
+impl Images {
+    /// The runner writes pattern D to the 24c02, every other one to the 24c32.
+    fn for_tag(&self, tag: &str) -> &Path {
+        if tag == "D" {
+            &self.at51
+        } else {
+            &self.at50
+        }
     }
 }
 
@@ -271,6 +294,10 @@ pub fn run_one(
         eeprom_write_after_unplug: WriteOutcome::NotApplicable,
         eeprom_write_after_replug: WriteOutcome::NotApplicable,
         irq_seen: None,
+        eeprom2_write: WriteOutcome::NotApplicable,
+        eeprom_write_wp_asserted: WriteOutcome::NotApplicable,
+        i2cdetect: None,
+        gpio_lines: None,
         expected: false,
         why: String::new(),
         mismatches: Vec::new(),
@@ -295,6 +322,10 @@ pub fn run_one(
     report.eeprom_write_after_unplug = progress.write("B");
     report.eeprom_write_after_replug = progress.write("C");
     report.irq_seen = progress.irq_seen;
+    report.eeprom2_write = progress.write("D");
+    report.eeprom_write_wp_asserted = progress.write("E");
+    report.i2cdetect = progress.i2cdetect.clone();
+    report.gpio_lines = progress.gpio_lines.clone();
     report.seconds = start.elapsed().as_secs_f64();
     match expectation {
         None => {
@@ -315,6 +346,10 @@ pub fn run_one(
                 irq_seen: report.irq_seen,
                 still_requested: report.still_requested,
                 backing_chip_gone: report.backing_chip_gone,
+                eeprom2_write: report.eeprom2_write,
+                eeprom_write_wp_asserted: report.eeprom_write_wp_asserted,
+                i2cdetect: report.i2cdetect.as_deref(),
+                gpio_lines: report.gpio_lines.as_deref(),
             });
             report.expected = report.mismatches.is_empty();
             report.why = e.why.clone();
@@ -340,7 +375,10 @@ fn drive(
             .tempdir()
             .map_err(io("creating the run directory"))?,
     };
-    let image = files.path("eeprom.img");
+    let images = Images {
+        at50: files.path("eeprom-24c32.img"),
+        at51: files.path("eeprom-24c02.img"),
+    };
     let wp = files.path("wp.state");
     let gpio_sock = files.path("gpio.sock");
     let i2c_sock = files.path("i2c.sock");
@@ -371,13 +409,28 @@ fn drive(
             "--socket-path".into(),
             s(&i2c_sock),
             "--eeprom".into(),
-            format!("model=24c32,addr=0x50,file={}", s(&image)),
+            format!("model=24c32,addr=0x50,file={}", s(&images.at50)),
+            "--eeprom".into(),
+            format!("model=24c02,addr=0x51,file={}", s(&images.at51)),
             "--wp-state".into(),
             s(&wp),
         ],
         &i2c_sock,
     )?;
 
+    if scenario == "eeprom" {
+        // Nothing in the guest drives WP in this scenario (the EEPROMs come from sysfs
+        // new_device, with no GPIO lookup): the host holds it low, then asserts it.
+        if !wait_for_path(&ctl_sock, Duration::from_secs(10)) {
+            return Err(ReproError::Backend {
+                name: "vhost-gpio",
+                socket: ctl_sock.clone(),
+                waited: Duration::from_secs(10),
+                log: gpio.log(),
+            });
+        }
+        set_line(&ctl_sock, "wp", false, &mut Vec::new());
+    }
     let mut cfg = QemuConfig::new(
         &variant.bzimage(),
         &variant.initramfs(),
@@ -435,7 +488,7 @@ fn drive(
             let Some(m) = Marker::parse(line) else {
                 continue;
             };
-            on_marker(&m, &mut progress, &mut qmp, &gpio_dev, &ctl_sock, &image);
+            on_marker(&m, &mut progress, &mut qmp, &gpio_dev, &ctl_sock, &images);
         }
         if progress.done && done_at.is_none() {
             done_at = Some(Instant::now());
@@ -471,8 +524,8 @@ fn drive(
     if let Err(e) = qemu.kill() {
         progress.notes.push(format!("stopping QEMU: {e}"));
     }
-    for tag in ["A", "B", "C"] {
-        progress.judge(tag, &image);
+    for tag in ["A", "B", "C", "D", "E"] {
+        progress.judge(tag, &images);
     }
     let _ = gpio.terminate(Duration::from_secs(5));
     let _ = i2c.terminate(Duration::from_secs(5));
@@ -493,13 +546,23 @@ fn drive(
     Ok((classify(&live_console(&text)), progress))
 }
 
+/// Sets a line's input level through the control socket; problems go to `notes`.
+fn set_line(ctl_sock: &Path, line: &str, high: bool, notes: &mut Vec<String>) {
+    let cmd = format!("set {line} {}", u8::from(high));
+    match control(ctl_sock, &cmd) {
+        Ok(a) if a.last().is_some_and(|l| l == "ok") => {}
+        Ok(a) => notes.push(format!("control {cmd}: {a:?}")),
+        Err(e) => notes.push(format!("control {cmd}: {e}")),
+    }
+}
+
 fn on_marker(
     m: &Marker,
     progress: &mut Progress,
     qmp: &mut QmpClient,
     gpio_dev: &VhostUserDevice,
     ctl_sock: &Path,
-    image: &Path,
+    images: &Images,
 ) {
     match m.name.as_str() {
         "ready-for-unplug" => match qmp.device_del(&gpio_dev.id, Duration::from_secs(60)) {
@@ -513,21 +576,24 @@ fn on_marker(
         }
         "irq-armed" => {
             let line = m.field("line").unwrap_or("irq");
-            for cmd in [format!("set {line} 0"), format!("set {line} 1")] {
-                match control(ctl_sock, &cmd) {
-                    Ok(a) if a.last().is_some_and(|l| l == "ok") => {}
-                    Ok(a) => progress.notes.push(format!("control {cmd}: {a:?}")),
-                    Err(e) => progress.notes.push(format!("control {cmd}: {e}")),
-                }
-            }
+            set_line(ctl_sock, line, false, &mut progress.notes);
+            set_line(ctl_sock, line, true, &mut progress.notes);
         }
+        "ready-for-wp" => set_line(ctl_sock, "wp", true, &mut progress.notes),
         "wrote" => {
             if let Some(tag) = m.field("pattern") {
-                progress.judge(tag, image);
+                progress.judge(tag, images);
             }
         }
-        "write-after-unplug" => progress.judge("B", image),
-        "write-after-replug" => progress.judge("C", image),
+        "write-result" => {
+            if let Some(tag) = m.field("pattern") {
+                progress.judge(tag, images);
+            }
+        }
+        "write-after-unplug" => progress.judge("B", images),
+        "write-after-replug" => progress.judge("C", images),
+        "i2cdetect" => progress.i2cdetect = m.field("found").map(str::to_string),
+        "gpio-lines" => progress.gpio_lines = m.field("names").map(str::to_string),
         "refcnt" => {
             progress.refcnt = m.field("gpio_virtio").and_then(|v| v.parse().ok());
         }
@@ -628,25 +694,37 @@ VGN-MARK: done scenario=unbind
     fn writes_are_judged_on_the_image_once() {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("img");
+        let images = Images {
+            at50: image.clone(),
+            at51: dir.path().join("img2"),
+        };
         std::fs::write(&image, vec![0xffu8; 4096]).unwrap();
+        std::fs::write(&images.at51, vec![0xffu8; 256]).unwrap();
         let mut p = Progress::default();
         // Not attempted: not judged.
-        p.judge("A", &image);
+        p.judge("A", &images);
         assert_eq!(p.write("A"), WriteOutcome::NotApplicable);
         p.attempted.push("A".into());
         let mut img = pattern("A");
         img.resize(4096, 0xff);
         std::fs::write(&image, &img).unwrap();
-        p.judge("A", &image);
+        p.judge("A", &images);
         assert_eq!(p.write("A"), WriteOutcome::Landed);
         p.attempted.push("B".into());
-        p.judge("B", &image);
+        p.judge("B", &images);
         assert_eq!(p.write("B"), WriteOutcome::Blocked);
         // Judged once: a later change does not rewrite history.
         let mut img = pattern("B");
         img.resize(4096, 0xff);
         std::fs::write(&image, &img).unwrap();
-        p.judge("B", &image);
+        p.judge("B", &images);
         assert_eq!(p.write("B"), WriteOutcome::Blocked);
+        // Pattern D goes to the second EEPROM.
+        p.attempted.push("D".into());
+        let mut img2 = pattern("D");
+        img2.resize(256, 0xff);
+        std::fs::write(&images.at51, &img2).unwrap();
+        p.judge("D", &images);
+        assert_eq!(p.write("D"), WriteOutcome::Landed);
     }
 }
