@@ -327,6 +327,11 @@ impl TestFrontend {
         }
         self.frontend.set_owner().map_err(vhost_err("SET_OWNER"))?;
         self.set_features()?;
+        self.set_mem_table()
+    }
+
+    /// SET_MEM_TABLE with the one memfd region.
+    fn set_mem_table(&self) -> Result<()> {
         let region = self
             .mem
             .iter()
@@ -774,16 +779,7 @@ impl TestFrontend {
     /// queue from index 0.
     pub fn restart(&mut self) -> Result<()> {
         self.set_features()?;
-        let region = self
-            .mem
-            .iter()
-            .next()
-            .ok_or_else(|| mem_err("no memory region"))?;
-        let info = VhostUserMemoryRegionInfo::from_guest_region(region)
-            .map_err(vhost_err("SET_MEM_TABLE"))?;
-        self.frontend
-            .set_mem_table(&[info])
-            .map_err(vhost_err("SET_MEM_TABLE"))?;
+        self.set_mem_table()?;
         self.start_queues()
     }
 

@@ -3,6 +3,7 @@
 //! Pieces shared by the `vhost-gpio` and `vhost-i2c-eeprom` backends and their tests.
 //!
 //! - [`line`]: the pull of a simulated line.
+//! - [`paths`]: how per-device paths are named with several sockets.
 //! - [`wp`]: the write-protect line state file that vhost-gpio publishes and the EEPROM
 //!   backend obeys.
 //! - [`frontend`]: a vhost-user frontend that plays QEMU and the guest driver, for
@@ -11,5 +12,6 @@
 
 pub mod frontend;
 pub mod line;
+pub mod paths;
 pub mod testutil;
 pub mod wp;

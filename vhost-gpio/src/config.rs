@@ -6,7 +6,7 @@
 //! down) or a comma-separated list of `name[:up|:down|:none]`. The `--wp-line`
 //! (a name or an index) defaults to pull `up` unless the list gives it a pull.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::model::{BuildError, GpioModel, LineSpec, Pull};
 
@@ -177,17 +177,7 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
 }
 
-/// `path` for device `index` of `count`: unchanged when `count` is 1, else with
-/// the index appended (`gpio.sock` -> `gpio.sock0`, `gpio.sock1`, ...).
-pub fn indexed_path(path: &Path, index: usize, count: usize) -> PathBuf {
-    if count == 1 {
-        path.to_path_buf()
-    } else {
-        let mut s = path.as_os_str().to_os_string();
-        s.push(index.to_string());
-        PathBuf::from(s)
-    }
-}
+pub use common::paths::indexed_path;
 
 impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;

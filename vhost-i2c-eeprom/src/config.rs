@@ -3,11 +3,12 @@
 //! Command line and its validated form.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
+use common::paths::indexed_path;
 
 use crate::model::{check_overlaps, At24Config, ModelError, Variant, WpMode};
 
@@ -242,17 +243,6 @@ pub struct Config {
     pub sync: bool,
 }
 
-/// `path` for a single instance, `path` followed by `index` for several.
-pub fn suffixed(path: &Path, count: usize, index: usize) -> PathBuf {
-    if count == 1 {
-        path.to_path_buf()
-    } else {
-        let mut s = path.as_os_str().to_os_string();
-        s.push(index.to_string());
-        PathBuf::from(s)
-    }
-}
-
 impl TryFrom<Cli> for Config {
     type Error = ConfigError;
 
@@ -275,18 +265,18 @@ impl TryFrom<Cli> for Config {
         }
         let sockets = (0..cli.socket_count)
             .map(|i| SocketConfig {
-                socket: suffixed(&cli.socket_path, cli.socket_count, i),
+                socket: indexed_path(&cli.socket_path, i, cli.socket_count),
                 eeproms: specs
                     .iter()
                     .map(|s| EepromSpec {
                         device: s.device,
-                        file: suffixed(&s.file, cli.socket_count, i),
+                        file: indexed_path(&s.file, i, cli.socket_count),
                     })
                     .collect(),
                 wp_state: cli
                     .wp_state
                     .as_ref()
-                    .map(|p| suffixed(p, cli.socket_count, i)),
+                    .map(|p| indexed_path(p, i, cli.socket_count)),
             })
             .collect();
         Ok(Config {
