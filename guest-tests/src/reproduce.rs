@@ -68,9 +68,15 @@ pub enum ReproError {
     /// QEMU could not be started.
     #[error(transparent)]
     Qemu(#[from] crate::qemu::QemuError),
-    /// QMP failed before the guest ran.
-    #[error(transparent)]
-    Qmp(#[from] crate::qmp::QmpError),
+    /// QMP failed before the guest ran; QEMU's own output says why.
+    #[error("{source}; QEMU said: {log}")]
+    Qmp {
+        /// The QMP error.
+        #[source]
+        source: crate::qmp::QmpError,
+        /// What QEMU printed.
+        log: String,
+    },
 }
 
 /// How the reproduction runs.
@@ -456,8 +462,15 @@ fn drive(
     let qemu_log = files.path("qemu.log");
     let mut qemu = Qemu::spawn(&cfg, &qemu_log)?;
     let qmp_path = cfg.qmp.clone().unwrap_or_else(|| files.path("qmp.sock"));
-    let mut qmp = QmpClient::connect(&qmp_path, Duration::from_secs(20))?;
-    report.qemu = qmp.version()?;
+    let qemu_said = |source| {
+        let log = std::fs::read_to_string(&qemu_log).unwrap_or_default();
+        ReproError::Qmp {
+            source,
+            log: log.trim().to_string(),
+        }
+    };
+    let mut qmp = QmpClient::connect(&qmp_path, Duration::from_secs(20)).map_err(qemu_said)?;
+    report.qemu = qmp.version().map_err(qemu_said)?;
 
     let mut console = Console::new(&cfg.console);
     let mut seen = 0usize;
