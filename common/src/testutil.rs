@@ -10,10 +10,26 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{kill_process_group, set_parent_process_death_signal, Pid, Signal};
+
+/// Makes the kernel SIGKILL the process `cmd` starts when the thread that starts it exits, so
+/// that it never outlives a harness that is itself killed (by `timeout`, say) before it can
+/// clean up. Start it from the thread that owns it for the process's whole life.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec. It makes one prctl(2) system
+    // call through rustix's raw syscall wrapper: async-signal-safe, no allocation, no lock,
+    // and it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            set_parent_process_death_signal(Some(Signal::KILL)).map_err(std::io::Error::from)
+        });
+    }
+}
 
 /// A child process in its own process group, killed (SIGKILL to the whole group) and reaped
-/// when dropped. Its stdout and stderr go to a log file in a private temp dir.
+/// when dropped, and by the kernel if the thread that started it dies first
+/// ([`die_with_parent`]). Its stdout and stderr go to a log file in a private temp dir.
 #[derive(Debug)]
 pub struct ChildGuard {
     child: Child,
@@ -29,6 +45,7 @@ impl ChildGuard {
         let dir = tempfile::Builder::new().prefix("child-log-").tempdir()?;
         let log_path = dir.path().join("output.log");
         let log = File::create(&log_path)?;
+        die_with_parent(&mut cmd);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -235,6 +252,32 @@ mod tests {
         .is_some());
         let s = g.terminate(Duration::from_secs(5)).unwrap();
         assert_eq!(s.and_then(|s| s.code()), Some(3));
+    }
+
+    #[test]
+    fn a_guarded_child_dies_with_the_thread_that_started_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let p2 = pidfile.clone();
+        // Start the child from a thread that then exits without dropping the guard.
+        thread::spawn(move || {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(format!("echo $$ > {}; exec sleep 30", p2.display()));
+            let g = ChildGuard::spawn(cmd).unwrap();
+            wait_until(Duration::from_secs(5), || p2.exists().then_some(())).unwrap();
+            std::mem::forget(g);
+        })
+        .join()
+        .unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let gone = wait_until(Duration::from_secs(5), || {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => Some(()),
+                Ok(s) if s.split_whitespace().nth(2) == Some("Z") => Some(()),
+                Ok(_) => None,
+            }
+        });
+        assert!(gone.is_some(), "child {pid} outlived the thread that started it");
     }
 
     #[test]

@@ -246,9 +246,6 @@ pub struct Qemu {
     log: PathBuf,
 }
 
-/// `PR_SET_PDEATHSIG`'s argument, as the `unsigned long` prctl expects.
-const PDEATHSIG: libc::c_ulong = 9; // SIGKILL
-
 impl Qemu {
     /// Starts QEMU with `cfg`; its stdout and stderr go to `log`.
     ///
@@ -271,17 +268,7 @@ impl Qemu {
             .stdout(Stdio::from(logf))
             .stderr(Stdio::from(logf2))
             .process_group(0);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // calls prctl(2), which is async-signal-safe, allocates nothing and
-        // touches no memory of the parent; its arguments are constants.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, PDEATHSIG) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        common::testutil::die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|source| QemuError::Spawn {
             binary: cfg.binary.clone(),
             source,
