@@ -74,7 +74,11 @@ fn desc(d: &FDesc) -> RawDescriptor {
         DATA + u64::from(d.addr) % DATA_LEN
     };
     // Mostly short lengths, sometimes anything.
-    let len = if d.flags & 0x80 != 0 { d.len } else { d.len % 300 };
+    let len = if d.flags & 0x80 != 0 {
+        d.len
+    } else {
+        d.len % 300
+    };
     RawDescriptor::from(Descriptor::new(
         addr,
         len,
@@ -165,5 +169,8 @@ fuzz_target!(|input: Input| {
         "every requestq chain must be returned"
     );
     let used1 = used_idx(1);
-    assert!(used1 <= heads_total[1], "more eventq buffers used than made available");
+    assert!(
+        used1 <= heads_total[1],
+        "more eventq buffers used than made available"
+    );
 });

@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let mut outstanding: HashSet<u64> = HashSet::new();
     let mut next_token = 0u64;
     let returned = |t: u64, outstanding: &mut HashSet<u64>| {
-        assert!(outstanding.remove(&t), "token {t} returned twice or never queued");
+        assert!(
+            outstanding.remove(&t),
+            "token {t} returned twice or never queued"
+        );
     };
     for rec in data.get(1..).unwrap_or(&[]).chunks(9) {
         let (op, body) = rec.split_first().map_or((0, &[][..]), |(o, b)| (*o, b));
@@ -132,5 +135,8 @@ fuzz_target!(|data: &[u8]| {
     for t in dropped {
         returned(t, &mut outstanding);
     }
-    assert!(outstanding.is_empty(), "tokens never returned: {outstanding:?}");
+    assert!(
+        outstanding.is_empty(),
+        "tokens never returned: {outstanding:?}"
+    );
 });

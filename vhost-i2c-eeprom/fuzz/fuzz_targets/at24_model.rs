@@ -83,12 +83,16 @@ fuzz_target!(|input: Input| {
     for step in input.steps.iter().take(256) {
         let result = match step {
             Step::Probe(a) => Some((addr(*a), b.transfer(addr(*a), Op::Probe, now, &mut wp))),
-            Step::Write(a, data) => {
-                Some((addr(*a), b.transfer(addr(*a), Op::Write(data), now, &mut wp)))
-            }
+            Step::Write(a, data) => Some((
+                addr(*a),
+                b.transfer(addr(*a), Op::Write(data), now, &mut wp),
+            )),
             Step::Read(a, n) => {
                 let n = usize::from(*n);
-                Some((addr(*a), b.transfer(addr(*a), Op::Read(&mut buf[..n]), now, &mut wp)))
+                Some((
+                    addr(*a),
+                    b.transfer(addr(*a), Op::Read(&mut buf[..n]), now, &mut wp),
+                ))
             }
             Step::Stop => {
                 let commits = b.stop(now, &mut wp);

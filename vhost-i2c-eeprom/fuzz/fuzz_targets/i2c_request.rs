@@ -51,8 +51,9 @@ fn desc(d: &FDesc) -> Descriptor {
 }
 
 fuzz_target!(|input: Input| {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), usize::try_from(MEM).unwrap())])
-        .unwrap();
+    let mem =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), usize::try_from(MEM).unwrap())])
+            .unwrap();
     let n = input.data.len().min(usize::try_from(MEM).unwrap());
     mem.write_slice(&input.data[..n], GuestAddress(0)).unwrap();
     let mut groups = Groups::default();
@@ -82,7 +83,11 @@ fuzz_target!(|input: Input| {
                 assert_eq!(plan.ends_group, !req.fail_next);
                 let ok = plan.execute && chain.bus_ok;
                 groups.record(plan, ok);
-                group_failed = if plan.ends_group { false } else { group_failed || !ok };
+                group_failed = if plan.ends_group {
+                    false
+                } else {
+                    group_failed || !ok
+                };
                 assert_eq!(groups.failed(), group_failed);
             }
             Err(rejected) => {
