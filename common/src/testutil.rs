@@ -262,14 +262,19 @@ mod tests {
         // Start the child from a thread that then exits without dropping the guard.
         thread::spawn(move || {
             let mut cmd = Command::new("sh");
-            cmd.arg("-c").arg(format!("echo $$ > {}; exec sleep 30", p2.display()));
+            cmd.arg("-c")
+                .arg(format!("echo $$ > {}; exec sleep 30", p2.display()));
             let g = ChildGuard::spawn(cmd).unwrap();
             wait_until(Duration::from_secs(5), || p2.exists().then_some(())).unwrap();
             std::mem::forget(g);
         })
         .join()
         .unwrap();
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let gone = wait_until(Duration::from_secs(5), || {
             match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 Err(_) => Some(()),
@@ -277,7 +282,10 @@ mod tests {
                 Ok(_) => None,
             }
         });
-        assert!(gone.is_some(), "child {pid} outlived the thread that started it");
+        assert!(
+            gone.is_some(),
+            "child {pid} outlived the thread that started it"
+        );
     }
 
     #[test]
