@@ -60,6 +60,37 @@ pub struct RunReport {
     pub console_log: String,
 }
 
+impl RunReport {
+    /// A run of `kernel` in `scenario` with nothing observed yet and not expected, its console
+    /// log to be written as `console_log`.
+    pub fn new(kernel: &str, scenario: &str, console_log: &str) -> RunReport {
+        RunReport {
+            kernel: kernel.to_string(),
+            scenario: scenario.to_string(),
+            qemu: String::new(),
+            splats: Vec::new(),
+            still_requested: false,
+            backing_chip_gone: 0,
+            backing_chip_gone_by: Default::default(),
+            gpio_virtio_refcnt: None,
+            eeprom_write: WriteOutcome::NotApplicable,
+            eeprom_write_after_unplug: WriteOutcome::NotApplicable,
+            eeprom_write_after_replug: WriteOutcome::NotApplicable,
+            irq_seen: None,
+            eeprom2_write: WriteOutcome::NotApplicable,
+            eeprom_write_wp_asserted: WriteOutcome::NotApplicable,
+            i2cdetect: None,
+            gpio_lines: None,
+            expected: false,
+            why: String::new(),
+            mismatches: Vec::new(),
+            ended: String::new(),
+            seconds: 0.0,
+            console_log: console_log.to_string(),
+        }
+    }
+}
+
 /// Writes the runs as a JSON array.
 pub fn write_json(path: &Path, runs: &[RunReport]) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(runs).map_err(std::io::Error::other)?;
@@ -251,40 +282,25 @@ mod tests {
     use super::*;
 
     fn run(expected: bool) -> RunReport {
-        RunReport {
-            kernel: "6.1-baseline".into(),
-            scenario: "unbind".into(),
-            qemu: "10.0.2".into(),
-            splats: vec![Splat {
-                kind: "warning".into(),
-                location: "drivers/gpio/gpiolib.c:2164".into(),
-                function: "gpiod_free".into(),
-                trace: vec!["release_nodes".into()],
-                headline: "WARNING: <&>".into(),
-            }],
-            still_requested: false,
-            backing_chip_gone: 0,
-            backing_chip_gone_by: Default::default(),
-            gpio_virtio_refcnt: Some(0),
-            eeprom_write: WriteOutcome::Landed,
-            eeprom_write_after_unplug: WriteOutcome::NotApplicable,
-            eeprom_write_after_replug: WriteOutcome::NotApplicable,
-            irq_seen: None,
-            eeprom2_write: WriteOutcome::NotApplicable,
-            eeprom_write_wp_asserted: WriteOutcome::NotApplicable,
-            i2cdetect: None,
-            gpio_lines: None,
-            expected,
-            why: "the 2020 double put".into(),
-            mismatches: if expected {
-                vec![]
-            } else {
-                vec!["refcnt 1 instead of 0 <x>".into()]
-            },
-            ended: "done".into(),
-            seconds: 12.5,
-            console_log: "6.1-baseline-unbind.console.log".into(),
+        let mut r = RunReport::new("6.1-baseline", "unbind", "6.1-baseline--unbind.console.log");
+        r.qemu = "10.0.2".into();
+        r.splats = vec![Splat {
+            kind: "warning".into(),
+            location: "drivers/gpio/gpiolib.c:2164".into(),
+            function: "gpiod_free".into(),
+            trace: vec!["release_nodes".into()],
+            headline: "WARNING: <&>".into(),
+        }];
+        r.gpio_virtio_refcnt = Some(0);
+        r.eeprom_write = WriteOutcome::Landed;
+        r.expected = expected;
+        r.why = "the 2020 double put".into();
+        if !expected {
+            r.mismatches = vec!["refcnt 1 instead of 0 <x>".into()];
         }
+        r.ended = "done".into();
+        r.seconds = 12.5;
+        r
     }
 
     #[test]

@@ -287,30 +287,7 @@ pub fn run_one(
     let start = Instant::now();
     let stem = format!("{}--{scenario}", variant.name);
     let console_name = format!("{stem}.console.log");
-    let mut report = RunReport {
-        kernel: variant.name.clone(),
-        scenario: scenario.to_string(),
-        qemu: String::new(),
-        splats: Vec::new(),
-        still_requested: false,
-        backing_chip_gone: 0,
-        backing_chip_gone_by: Default::default(),
-        gpio_virtio_refcnt: None,
-        eeprom_write: WriteOutcome::NotApplicable,
-        eeprom_write_after_unplug: WriteOutcome::NotApplicable,
-        eeprom_write_after_replug: WriteOutcome::NotApplicable,
-        irq_seen: None,
-        eeprom2_write: WriteOutcome::NotApplicable,
-        eeprom_write_wp_asserted: WriteOutcome::NotApplicable,
-        i2cdetect: None,
-        gpio_lines: None,
-        expected: false,
-        why: String::new(),
-        mismatches: Vec::new(),
-        ended: String::new(),
-        seconds: 0.0,
-        console_log: console_name.clone(),
-    };
+    let mut report = RunReport::new(&variant.name, scenario, &console_name);
     let result = drive(variant, scenario, opts, &stem, &mut report);
     let (findings, progress) = match result {
         Ok(x) => x,
