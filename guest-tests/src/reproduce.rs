@@ -9,9 +9,7 @@
 //! like any other. Every process a run starts is stopped when the run ends.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -20,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::testutil::ChildGuard;
 use sha2::{Digest, Sha256};
+use vhost_gpio::control::ControlClient;
 
 use crate::classify::{classify, ConsoleFindings};
 use crate::console::{Console, Marker};
@@ -233,28 +232,6 @@ fn start_backend(
         });
     }
     Ok(child)
-}
-
-/// Sends one command to vhost-gpio's control socket and returns its answer lines.
-fn control(socket: &Path, command: &str) -> std::io::Result<Vec<String>> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    writeln!(s, "{command}")?;
-    let mut lines = Vec::new();
-    let mut r = BufReader::new(s);
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l)? == 0 {
-            break;
-        }
-        let l = l.trim_end().to_string();
-        let end = l == "ok" || l.starts_with("err");
-        lines.push(l);
-        if end {
-            break;
-        }
-    }
-    Ok(lines)
 }
 
 /// Replug: close the old chardev, open a new one to the (re-listening) backend, add the device.
@@ -536,13 +513,14 @@ fn drive(
     Ok((classify(&live_console(&text)), progress))
 }
 
-/// Sets a line's input level through the control socket; problems go to `notes`.
+/// Sets a line's input level through vhost-gpio's control socket; problems go to `notes`.
 fn set_line(ctl_sock: &Path, line: &str, high: bool, notes: &mut Vec<String>) {
-    let cmd = format!("set {line} {}", u8::from(high));
-    match control(ctl_sock, &cmd) {
-        Ok(a) if a.last().is_some_and(|l| l == "ok") => {}
-        Ok(a) => notes.push(format!("control {cmd}: {a:?}")),
-        Err(e) => notes.push(format!("control {cmd}: {e}")),
+    let result = ControlClient::connect(ctl_sock).and_then(|mut c| {
+        c.set_timeout(Some(Duration::from_secs(5)))?;
+        c.set(line, high)
+    });
+    if let Err(e) = result {
+        notes.push(format!("control set {line} {}: {e}", u8::from(high)));
     }
 }
 
