@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! `gpio-tool`: the GPIO character device (uAPI v2) from the guest's shell.
+//! `gpio-tool`: the GPIO character device (uAPI v2) from the guest's shell,
+//! and the timing loops of the guest-side benchmarks (`bench`).
 //!
 //! Every result is one line of `kind key=value ...` on stdout, so the
 //! scenario runner and the host harness can parse it. Exit status: 0 on
 //! success, 1 on error, 2 when a wait timed out.
 
+mod bench;
 mod spec;
 
 use std::io::Write as _;
@@ -58,14 +60,25 @@ enum ToolError {
     Timeout(u64),
     #[error("writing to stdout")]
     Stdout(#[source] std::io::Error),
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
+    #[error("{chip} line {offset}: set {set} but read back {got} ({count} times)")]
+    Mismatch {
+        chip: String,
+        offset: u32,
+        set: u8,
+        got: u8,
+        count: u64,
+    },
 }
 
 #[derive(Debug, Parser)]
 #[command(
     name = "gpio-tool",
     version,
-    about = "List, read, drive and watch GPIO lines through /dev/gpiochipN (uAPI v2)",
-    long_about = "List, read, drive and watch GPIO lines through /dev/gpiochipN (uAPI v2).\n\n\
+    about = "List, read, drive and watch GPIO lines through /dev/gpiochipN (uAPI v2); time them",
+    long_about = "List, read, drive and watch GPIO lines through /dev/gpiochipN (uAPI v2), and\n\
+time GPIO round trips and nvmem transfers from user space (`bench`).\n\n\
 CHIP is a path (/dev/gpiochip0), a chip name (gpiochip0), a label (virtio1, or label:NAME),\n\
 or a label prefix ending in '*' (virtio*). LINE is an offset or a line name.\n\
 Output: one 'kind key=value ...' record per line. Exit status: 0 ok, 1 error, 2 timeout."
@@ -128,6 +141,34 @@ enum Cmd {
         /// Bias of the input.
         #[arg(long, value_enum)]
         bias: Option<BiasArg>,
+    },
+    /// Time GPIO round trips or nvmem transfers; prints `bench kind=...` records.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Drive LINE as an output and alternate set-value and get-value (each one
+    /// request to the GPIO chip), checking each read; records gpio-set and gpio-get.
+    Gpio {
+        chip: String,
+        line: String,
+        /// Run for about this many seconds.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Read (or write, read back and compare) the whole nvmem device again and
+    /// again; records nvmem-read or nvmem-write in bytes per second.
+    Nvmem {
+        /// The nvmem file, e.g. /sys/bus/nvmem/devices/0-00500/nvmem.
+        path: PathBuf,
+        /// Run for about this many seconds (at least one pass).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Write whole-device patterns (destroys the contents) instead of reading.
+        #[arg(long)]
+        write: bool,
     },
 }
 
@@ -444,6 +485,68 @@ fn wait(
     Ok(())
 }
 
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)
+}
+
+fn bench_gpio(chip: &str, line: &str, time: Duration) -> Result<(), ToolError> {
+    let (c, info) = resolve_chip(chip)?;
+    let o = resolve_line(&c, &info, &LineSel::parse(line)?)?;
+    let req = Request::builder()
+        .on_chip(c.path())
+        .with_consumer(CONSUMER)
+        .with_line(o)
+        .as_output(Value::Inactive)
+        .request()
+        .map_err(io_err("requesting the line as an output", c.path()))?;
+    let mut set = bench::Samples::default();
+    let mut get = bench::Samples::default();
+    let mut mismatch: Option<(u8, u8)> = None;
+    let mut mismatches = 0u64;
+    let start = Instant::now();
+    let mut high = false;
+    while set.ns.is_empty() || start.elapsed() < time {
+        high = !high;
+        let want = Value::from(high);
+        let t = Instant::now();
+        req.set_value(o, want)
+            .map_err(io_err("setting a value", c.path()))?;
+        set.push(t.elapsed());
+        let t = Instant::now();
+        let got = req.value(o).map_err(io_err("reading a value", c.path()))?;
+        get.push(t.elapsed());
+        if got != want {
+            mismatches += 1;
+            mismatch.get_or_insert((u8::from(high), u8::from(got == Value::Active)));
+        }
+    }
+    let elapsed = start.elapsed();
+    set.elapsed = elapsed;
+    get.elapsed = elapsed;
+    let extra = [
+        ("chip", info.name.clone()),
+        ("offset", o.to_string()),
+        ("mismatches", mismatches.to_string()),
+    ];
+    out(&set.record("gpio-set", &extra))?;
+    out(&get.record("gpio-get", &extra))?;
+    match mismatch {
+        Some((set, got)) => Err(ToolError::Mismatch {
+            chip: info.name,
+            offset: o,
+            set,
+            got,
+            count: mismatches,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn bench_nvmem(path: &std::path::Path, time: Duration, write: bool) -> Result<(), ToolError> {
+    let r = bench::nvmem(path, time, write)?;
+    out(&r.record(if write { "nvmem-write" } else { "nvmem-read" }))
+}
+
 fn run(cli: Cli) -> Result<(), ToolError> {
     match cli.cmd {
         Cmd::List { chip, lines } => list(chip.as_deref(), lines),
@@ -468,6 +571,16 @@ fn run(cli: Cli) -> Result<(), ToolError> {
             count,
             bias,
         } => wait(&chip, &line, edge, timeout_ms, count, bias),
+        Cmd::Bench(BenchCmd::Gpio {
+            chip,
+            line,
+            seconds: s,
+        }) => bench_gpio(&chip, &line, seconds(s)),
+        Cmd::Bench(BenchCmd::Nvmem {
+            path,
+            seconds: s,
+            write,
+        }) => bench_nvmem(&path, seconds(s), write),
     }
 }
 
