@@ -13,7 +13,9 @@
 //! - [`qmp`]: hot-unplug and replug through QMP.
 //! - [`reproduce`]: one run end to end (backends, QEMU, markers, judgement).
 //! - [`report`]: JSON, JUnit XML and the table.
+//! - [`bench`]: guest-side benchmarks (GPIO round trips, nvmem throughput).
 
+pub mod bench;
 pub mod classify;
 pub mod console;
 pub mod expect;

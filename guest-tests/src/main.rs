@@ -5,6 +5,8 @@
 //! `guest-tests boot` boots each variant with scenario `boot` and no
 //! backends and checks that the scenario runner starts (its first marker),
 //! then that it finishes its KTAP plan and powers off.
+//! `guest-tests reproduce` runs the end-to-end reproduction, and
+//! `guest-tests bench` the guest-side benchmarks.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +39,47 @@ enum Cmd {
     /// backends attached; prints a table, writes report.json, a JUnit XML and
     /// the logs of each run; exits 1 when any run differs from expected.toml.
     Reproduce(ReproduceArgs),
+    /// Guest-side benchmarks: boot a kernel with both backends and time, from guest user
+    /// space, GPIO set/get round trips through the GPIO character device and whole-EEPROM
+    /// nvmem reads and writes, once per write cycle time; prints a table, writes bench.json.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Kernel variant (repeatable).
+    #[arg(long = "kernel", value_name = "V", default_values_t = ["6.12-kref".to_string()])]
+    kernels: Vec<String>,
+    /// Write cycle time of the emulated 24c32 in microseconds (repeatable).
+    #[arg(long = "twr-us", value_name = "US", default_values_t = [0u32, 5000],
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    twr_us: Vec<u32>,
+    /// Seconds each guest-side measurement runs.
+    #[arg(long, default_value_t = 3, value_name = "S",
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: u64,
+    /// Bound of one boot, from QEMU start to power-off, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "S")]
+    run_timeout: u64,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64", value_name = "PATH")]
+    qemu: PathBuf,
+    /// vhost-gpio binary (default: beside this program).
+    #[arg(long, value_name = "PATH")]
+    vhost_gpio: Option<PathBuf>,
+    /// vhost-i2c-eeprom binary (default: beside this program).
+    #[arg(long, value_name = "PATH")]
+    vhost_i2c_eeprom: Option<PathBuf>,
+    /// Where bench.json and the logs go.
+    #[arg(long, default_value = "target/bench", value_name = "DIR")]
+    out_dir: PathBuf,
+    /// Cache root (default: $VGN_CACHE, else $XDG_CACHE_HOME/vhost-gpio-nvmem,
+    /// else ~/.cache/vhost-gpio-nvmem).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +192,84 @@ fn sibling(name: &str) -> Option<PathBuf> {
     std::env::current_exe().ok()?.parent().map(|d| d.join(name))
 }
 
+/// The backend binary given, else the one beside this program; it must exist.
+fn binary(given: &Option<PathBuf>, name: &'static str) -> Result<PathBuf, MainError> {
+    let p = given
+        .clone()
+        .or_else(|| sibling(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(MainError::MissingBinary(p, name))
+    }
+}
+
+fn run_bench(a: &BenchArgs) -> Result<bool, MainError> {
+    use guest_tests::bench;
+    use guest_tests::expect::KERNELS;
+
+    let cache = match &a.cache {
+        Some(c) => c.clone(),
+        None => variants::cache_root()?,
+    };
+    let mut built = Vec::new();
+    for k in &a.kernels {
+        if !KERNELS.contains(&k.as_str()) {
+            return Err(MainError::Unknown {
+                what: "kernel variant",
+                name: k.clone(),
+                known: KERNELS.join(", "),
+            });
+        }
+        let v = variants::variant(&cache, k)?;
+        v.check_built()?;
+        built.push(v);
+    }
+    let seconds = Duration::from_secs(a.seconds);
+    let opts = guest_tests::reproduce::Options {
+        vhost_gpio: binary(&a.vhost_gpio, "vhost-gpio")?,
+        vhost_i2c: binary(&a.vhost_i2c_eeprom, "vhost-i2c-eeprom")?,
+        qemu: a.qemu.clone(),
+        accel: a.accel,
+        run_timeout: Duration::from_secs(a.run_timeout),
+        guest_timeout: Duration::from_secs(60),
+        out_dir: a.out_dir.clone(),
+        jobs: 1,
+        twr_us: None,
+        append: format!("vgn.bench_seconds={}", a.seconds),
+    };
+    std::fs::create_dir_all(&a.out_dir).map_err(|source| MainError::Io {
+        what: "creating",
+        path: a.out_dir.clone(),
+        source,
+    })?;
+    eprintln!(
+        "[bench] {} kernel(s) x {} write cycle time(s), {} s per figure, {} (-accel {}); logs in {}",
+        built.len(),
+        a.twr_us.len(),
+        a.seconds,
+        qemu::version(&a.qemu)?,
+        a.accel.as_str(),
+        a.out_dir.display()
+    );
+    let runs = bench::run_all(&built, &a.twr_us, &opts);
+    let json = a.out_dir.join("bench.json");
+    bench::write_json(&json, &runs, seconds, a.accel.as_str()).map_err(|source| MainError::Io {
+        what: "writing",
+        path: json.clone(),
+        source,
+    })?;
+    println!("{}", bench::table(&runs));
+    let failed = runs.iter().filter(|r| !r.problems.is_empty()).count();
+    println!(
+        "{} boot(s), {failed} with problems; report: {}",
+        runs.len(),
+        json.display()
+    );
+    Ok(failed == 0)
+}
+
 fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
     use guest_tests::expect::{Expectations, KERNELS, SCENARIOS};
     use guest_tests::{report, reproduce};
@@ -182,17 +303,6 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
         v.check_built()?;
         built.push(v);
     }
-    let binary = |given: &Option<PathBuf>, name: &'static str| -> Result<PathBuf, MainError> {
-        let p = given
-            .clone()
-            .or_else(|| sibling(name))
-            .unwrap_or_else(|| PathBuf::from(name));
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(MainError::MissingBinary(p, name))
-        }
-    };
     let opts = reproduce::Options {
         vhost_gpio: binary(&a.vhost_gpio, "vhost-gpio")?,
         vhost_i2c: binary(&a.vhost_i2c_eeprom, "vhost-i2c-eeprom")?,
@@ -202,6 +312,8 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
         guest_timeout: Duration::from_secs(a.guest_timeout),
         out_dir: a.out_dir.clone(),
         jobs: a.jobs.max(1),
+        twr_us: None,
+        append: String::new(),
     };
     std::fs::create_dir_all(&a.out_dir).map_err(|source| MainError::Io {
         what: "creating",
@@ -445,6 +557,7 @@ fn main() -> ExitCode {
     let res = match &cli.cmd {
         Cmd::Boot(a) => run_boot(a),
         Cmd::Reproduce(a) => run_reproduce(a),
+        Cmd::Bench(a) => run_bench(a),
     };
     match res {
         Ok(true) => ExitCode::SUCCESS,
@@ -534,6 +647,35 @@ mod tests {
                 .contains("unknown kernel variant '5.4-vintage'"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cli_parses_bench() {
+        let c = Cli::try_parse_from(["guest-tests", "bench"]).unwrap();
+        let Cmd::Bench(b) = c.cmd else {
+            panic!("not bench")
+        };
+        assert_eq!(b.kernels, ["6.12-kref"]);
+        assert_eq!(b.twr_us, [0, 5000]);
+        assert_eq!(b.seconds, 3);
+        let c = Cli::try_parse_from([
+            "guest-tests",
+            "bench",
+            "--kernel",
+            "6.1-baseline",
+            "--twr-us",
+            "10000",
+            "--seconds",
+            "1",
+        ])
+        .unwrap();
+        let Cmd::Bench(b) = c.cmd else {
+            panic!("not bench")
+        };
+        assert_eq!(b.kernels, ["6.1-baseline"]);
+        assert_eq!(b.twr_us, [10000]);
+        assert!(Cli::try_parse_from(["guest-tests", "bench", "--seconds", "0"]).is_err());
+        assert!(Cli::try_parse_from(["guest-tests", "bench", "--twr-us", "2000000"]).is_err());
     }
 
     #[test]

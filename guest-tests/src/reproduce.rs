@@ -97,6 +97,10 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// Runs at once.
     pub jobs: usize,
+    /// Write cycle time of the 24c32 at 0x50 in microseconds (default: the backend's).
+    pub twr_us: Option<u32>,
+    /// Extra words for the kernel command line.
+    pub append: String,
 }
 
 /// The 64 bytes the guest runner writes for `tag` (its `make_pattern`): `VGN-<tag>-`, the
@@ -143,7 +147,7 @@ pub fn live_console(text: &str) -> String {
 
 /// What the harness learnt from the markers of one run.
 #[derive(Debug, Default)]
-struct Progress {
+pub(crate) struct Progress {
     refcnt: Option<i64>,
     irq_seen: Option<bool>,
     /// Write outcome by pattern tag (A first write, B after unplug, C after replug).
@@ -154,8 +158,14 @@ struct Progress {
     i2cdetect: Option<String>,
     /// The names of the gpio chip's lines as the guest saw them.
     gpio_lines: Option<String>,
-    done: bool,
-    notes: Vec<String>,
+    /// The `bench` markers (bench scenario), in order.
+    pub(crate) bench: Vec<Marker>,
+    /// The EEPROM image at 0x50 after the guest stopped (bench scenario).
+    pub(crate) image_at50: Option<Vec<u8>>,
+    /// KTAP results the runner reported as not ok, and whether its plan was complete.
+    pub(crate) ktap_problems: Vec<String>,
+    pub(crate) done: bool,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Progress {
@@ -322,7 +332,7 @@ pub fn run_one(
 }
 
 /// Starts everything, follows the guest, stops everything. Returns the console findings.
-fn drive(
+pub(crate) fn drive(
     variant: &Variant,
     scenario: &str,
     opts: &Options,
@@ -369,7 +379,13 @@ fn drive(
             "--socket-path".into(),
             s(&i2c_sock),
             "--eeprom".into(),
-            format!("model=24c32,addr=0x50,file={}", s(&images.at50)),
+            format!(
+                "model=24c32,addr=0x50,file={}{}",
+                s(&images.at50),
+                opts.twr_us
+                    .map(|t| format!(",twr-us={t}"))
+                    .unwrap_or_default()
+            ),
             "--eeprom".into(),
             format!("model=24c02,addr=0x51,file={}", s(&images.at51)),
             "--wp-state".into(),
@@ -413,6 +429,10 @@ fn drive(
         " vgn.timeout={guest_timeout} vgn.host_timeout={}",
         opts.run_timeout.as_secs()
     ));
+    if !opts.append.is_empty() {
+        cfg.append.push(' ');
+        cfg.append.push_str(&opts.append);
+    }
     let qemu_log = files.path("qemu.log");
     let mut qemu = Qemu::spawn(&cfg, &qemu_log)?;
     let qmp_path = cfg.qmp.clone().unwrap_or_else(|| files.path("qmp.sock"));
@@ -494,6 +514,9 @@ fn drive(
     for tag in ["A", "B", "C", "D", "E"] {
         progress.judge(tag, &images);
     }
+    if scenario == "bench" {
+        progress.image_at50 = std::fs::read(&images.at50).ok();
+    }
     let _ = gpio.terminate(Duration::from_secs(5));
     let _ = i2c.terminate(Duration::from_secs(5));
 
@@ -504,6 +527,18 @@ fn drive(
         let _ = std::fs::write(opts.out_dir.join(name), content);
     };
     save(format!("{stem}.console.log"), &text);
+    let ktap = crate::ktap::parse(&text);
+    if let Err(e) = ktap.check_complete() {
+        progress.ktap_problems.push(format!("KTAP: {e}"));
+    }
+    for t in ktap.failures() {
+        progress.ktap_problems.push(format!(
+            "not ok {} {} # {}",
+            t.number,
+            t.name,
+            t.reason.as_deref().unwrap_or("")
+        ));
+    }
     save(format!("{stem}.vhost-gpio.log"), &gpio.log());
     save(format!("{stem}.vhost-i2c-eeprom.log"), &i2c.log());
     save(
@@ -568,6 +603,7 @@ fn on_marker(
         "irq-result" => {
             progress.irq_seen = Some(m.field("events").is_some());
         }
+        "bench" => progress.bench.push(m.clone()),
         "done" => progress.done = true,
         _ => {}
     }
