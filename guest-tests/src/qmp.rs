@@ -31,6 +31,12 @@ pub enum QmpError {
         #[source]
         source: std::io::Error,
     },
+    /// QEMU exited before its QMP socket accepted a connection.
+    #[error("QEMU exited before QMP at {path} accepted a connection")]
+    Exited {
+        /// The QMP socket.
+        path: PathBuf,
+    },
     /// QEMU's greeting was not a QMP greeting.
     #[error("QMP greeting: {0}")]
     Greeting(String),
@@ -78,10 +84,25 @@ impl QmpClient {
     /// Connects (retrying until `timeout` while QEMU starts), reads the greeting and leaves
     /// capabilities negotiation mode.
     pub fn connect(path: &Path, timeout: Duration) -> Result<QmpClient, QmpError> {
+        Self::connect_while(path, timeout, || true)
+    }
+
+    /// As [`connect`](Self::connect), but gives up at once when `alive` says QEMU has
+    /// exited, instead of retrying until `timeout`.
+    pub fn connect_while(
+        path: &Path,
+        timeout: Duration,
+        mut alive: impl FnMut() -> bool,
+    ) -> Result<QmpClient, QmpError> {
         let deadline = Instant::now() + timeout;
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
+                Err(_) if !alive() => {
+                    return Err(QmpError::Exited {
+                        path: path.to_path_buf(),
+                    })
+                }
                 Err(e) if Instant::now() < deadline => {
                     log::trace!("QMP {}: {e}; retrying", path.display());
                     thread::sleep(Duration::from_millis(50));

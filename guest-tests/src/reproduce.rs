@@ -443,7 +443,9 @@ pub(crate) fn drive(
             log: log.trim().to_string(),
         }
     };
-    let mut qmp = QmpClient::connect(&qmp_path, Duration::from_secs(20)).map_err(qemu_said)?;
+    let mut qmp =
+        QmpClient::connect_while(&qmp_path, Duration::from_secs(20), || qemu.is_running())
+            .map_err(qemu_said)?;
     report.qemu = qmp.version().map_err(qemu_said)?;
 
     let mut console = Console::new(&cfg.console);

@@ -82,3 +82,20 @@ fn connecting_to_nothing_fails_in_time() {
         QmpClient::connect(&dir.path().join("none.sock"), Duration::from_millis(100)).unwrap_err();
     assert!(matches!(err, QmpError::Connect { .. }), "{err}");
 }
+
+#[test]
+fn a_dead_qemu_is_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let err = QmpClient::connect_while(
+        &dir.path().join("none.sock"),
+        Duration::from_secs(60),
+        || false,
+    )
+    .unwrap_err();
+    assert!(matches!(err, QmpError::Exited { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited for a dead QEMU"
+    );
+}
