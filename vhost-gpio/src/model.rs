@@ -99,17 +99,102 @@ pub struct Completion<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Effects<T> {
     /// eventq buffers to return, in order.
-    pub completions: Vec<Completion<T>>,
+    pub completions: SmallList<Completion<T>>,
     /// Lines whose visible state (see [`LineState`]) changed.
-    pub changed: Vec<u16>,
+    pub changed: SmallList<u16>,
 }
 
 impl<T> Default for Effects<T> {
     fn default() -> Self {
         Effects {
-            completions: Vec::new(),
-            changed: Vec::new(),
+            completions: SmallList::new(),
+            changed: SmallList::new(),
         }
+    }
+}
+
+/// A list that keeps its first item inline. An operation on one line returns
+/// at most one eventq buffer and changes at most that line, so its [`Effects`]
+/// never allocate (serving a request allocates nothing); only
+/// [`GpioModel::release_guest`] may report more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmallList<T> {
+    // Invariant: `rest` is empty while `first` is `None`.
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> SmallList<T> {
+    /// An empty list.
+    pub const fn new() -> Self {
+        SmallList {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    /// Append an item.
+    pub fn push(&mut self, item: T) {
+        if self.first.is_none() {
+            self.first = Some(item);
+        } else {
+            self.rest.push(item);
+        }
+    }
+
+    /// True when the list has no items.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// The items, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.into_iter()
+    }
+
+    /// True when `item` is in the list.
+    pub fn contains(&self, item: &T) -> bool
+    where
+        T: PartialEq,
+    {
+        self.iter().any(|x| x == item)
+    }
+
+    /// The items, in order, as a `Vec`.
+    pub fn to_vec(&self) -> Vec<T>
+    where
+        T: Clone,
+    {
+        self.iter().cloned().collect()
+    }
+}
+
+impl<T> Default for SmallList<T> {
+    fn default() -> Self {
+        SmallList::new()
+    }
+}
+
+impl<T> IntoIterator for SmallList<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
+impl<'a, T> IntoIterator for &'a SmallList<T> {
+    type Item = &'a T;
+    type IntoIter = std::iter::Chain<std::option::Iter<'a, T>, std::slice::Iter<'a, T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.iter().chain(self.rest.iter())
     }
 }
 
@@ -159,6 +244,20 @@ pub struct LineState {
     pub unmasked: bool,
     /// Who sets the level.
     pub driven_by: DrivenBy,
+}
+
+/// The fields of [`LineState`] that operations change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Visible {
+    direction: Direction,
+    level: bool,
+    output: Option<bool>,
+    host_level: Option<bool>,
+    pull: Pull,
+    irq: IrqType,
+    latched: bool,
+    unmasked: bool,
+    driven_by: DrivenBy,
 }
 
 #[derive(Debug)]
@@ -316,10 +415,28 @@ impl<T> GpioModel<T> {
 
     /// Snapshot of one line.
     pub fn state(&self, gpio: u16) -> Option<LineState> {
-        let l = self.lines.get(usize::from(gpio))?;
+        let name = self.lines.get(usize::from(gpio))?.name.clone();
+        let v = self.visible(gpio)?;
         Some(LineState {
             index: gpio,
-            name: l.name.clone(),
+            name,
+            direction: v.direction,
+            level: v.level,
+            output: v.output,
+            host_level: v.host_level,
+            pull: v.pull,
+            irq: v.irq,
+            latched: v.latched,
+            unmasked: v.unmasked,
+            driven_by: v.driven_by,
+        })
+    }
+
+    /// The part of a line's [`LineState`] that operations change (all but its
+    /// number and name), to tell whether one did without copying the name.
+    fn visible(&self, gpio: u16) -> Option<Visible> {
+        let l = self.lines.get(usize::from(gpio))?;
+        Some(Visible {
             direction: l.direction,
             level: l.level(),
             output: l.output,
@@ -358,12 +475,12 @@ impl<T> GpioModel<T> {
     fn with_line(
         &mut self,
         gpio: u16,
-        f: impl FnOnce(&mut Line<T>, &mut Vec<Completion<T>>) -> Result<(), ModelError>,
+        f: impl FnOnce(&mut Line<T>, &mut SmallList<Completion<T>>) -> Result<(), ModelError>,
     ) -> Result<Effects<T>, ModelError> {
-        let before = self.state(gpio);
+        let before = self.visible(gpio);
         let line = self.line_mut(gpio)?;
         let old_level = line.level();
-        let mut completions = Vec::new();
+        let mut completions = SmallList::new();
         f(line, &mut completions)?;
         let new_level = line.level();
         if old_level != new_level {
@@ -371,15 +488,20 @@ impl<T> GpioModel<T> {
         }
         let mut effects = Effects {
             completions,
-            changed: Vec::new(),
+            changed: SmallList::new(),
         };
-        if self.state(gpio) != before {
+        if self.visible(gpio) != before {
             effects.changed.push(gpio);
         }
         Ok(effects)
     }
 
-    fn deliver(line: &mut Line<T>, gpio: u16, status: IrqStatus, out: &mut Vec<Completion<T>>) {
+    fn deliver(
+        line: &mut Line<T>,
+        gpio: u16,
+        status: IrqStatus,
+        out: &mut SmallList<Completion<T>>,
+    ) {
         if let Some(token) = line.buffer.take() {
             out.push(Completion {
                 token,
@@ -402,7 +524,7 @@ impl<T> GpioModel<T> {
         gpio: u16,
         old: bool,
         new: bool,
-        out: &mut Vec<Completion<T>>,
+        out: &mut SmallList<Completion<T>>,
     ) {
         let rising = !old && new;
         let falling = old && !new;
@@ -505,8 +627,8 @@ impl<T> GpioModel<T> {
         if line.buffer.is_some() {
             return Err((token, ModelError::BufferAlreadyQueued(gpio)));
         }
-        let before = self.state(gpio);
-        let mut out = Vec::new();
+        let before = self.visible(gpio);
+        let mut out = SmallList::new();
         let ngpio = self.lines.len();
         let Some(line) = self.lines.get_mut(usize::from(gpio)) else {
             return Err((
@@ -535,9 +657,9 @@ impl<T> GpioModel<T> {
         }
         let mut effects = Effects {
             completions: out,
-            changed: Vec::new(),
+            changed: SmallList::new(),
         };
-        if self.state(gpio) != before {
+        if self.visible(gpio) != before {
             effects.changed.push(gpio);
         }
         Ok(effects)
@@ -565,14 +687,14 @@ impl<T> GpioModel<T> {
         let mut effects = Effects::default();
         let mut dropped = Vec::new();
         for gpio in 0..self.ngpio() {
-            let before = self.state(gpio);
+            let before = self.visible(gpio);
             if let Some(line) = self.lines.get_mut(usize::from(gpio)) {
                 line.clear_guest_state();
                 if let Some(t) = line.buffer.take() {
                     dropped.push(t);
                 }
             }
-            if self.state(gpio) != before {
+            if self.visible(gpio) != before {
                 effects.changed.push(gpio);
             }
         }
@@ -692,7 +814,7 @@ mod tests {
         // Never set: an output drives 0.
         assert_eq!(m.get_value(1), Ok(false));
         let e = m.set_value(1, 1).unwrap();
-        assert_eq!(e.changed, vec![1]);
+        assert_eq!(e.changed.to_vec(), vec![1]);
         assert_eq!(m.get_value(1), Ok(true));
         assert_eq!(m.state(1).unwrap().driven_by, DrivenBy::Guest);
         assert_eq!(m.level(1), Some((true, true)));
@@ -956,10 +1078,28 @@ mod tests {
     }
 
     #[test]
+    fn small_list_keeps_order() {
+        let mut l = SmallList::new();
+        assert!(l.is_empty() && l.to_vec().is_empty());
+        assert_eq!(l.len(), 0);
+        l.push(3u16);
+        assert_eq!((l.len(), l.to_vec()), (1, vec![3]));
+        l.push(1);
+        l.push(2);
+        assert_eq!(l.len(), 3);
+        assert!(l.contains(&1) && !l.contains(&4));
+        assert_eq!(l.iter().copied().collect::<Vec<_>>(), vec![3, 1, 2]);
+        assert_eq!(l.into_iter().collect::<Vec<_>>(), vec![3, 1, 2]);
+    }
+
+    #[test]
     fn changed_reports_only_real_changes() {
         let mut m = model();
         assert!(m.set_host_level(0, None).unwrap().changed.is_empty());
-        assert_eq!(m.set_host_level(0, Some(true)).unwrap().changed, vec![0]);
+        assert_eq!(
+            m.set_host_level(0, Some(true)).unwrap().changed.to_vec(),
+            vec![0]
+        );
         assert!(m.set_host_level(0, Some(true)).unwrap().changed.is_empty());
     }
 }

@@ -38,8 +38,8 @@ use virtio_bindings::bindings::virtio_ring::{
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryError,
-    GuestMemoryLoadGuard, GuestMemoryMmap, Permissions,
+    ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic,
+    GuestMemoryError, GuestMemoryLoadGuard, GuestMemoryMmap, Permissions,
 };
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -50,8 +50,9 @@ use crate::device::{Device, EventToken};
 use crate::model::{Completion, Effects, IrqStatus, ModelError};
 use crate::protocol::{
     parse_irq_request, ParseError, Request, VirtioGpioResponse, EVENT_QUEUE, IRQ_REQUEST_SIZE,
-    NUM_QUEUES, REQUEST_QUEUE, REQUEST_SIZE, VIRTIO_GPIO_F_IRQ, VIRTIO_GPIO_IRQ_STATUS_INVALID,
-    VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_STATUS_ERR, VIRTIO_GPIO_STATUS_OK,
+    NUM_QUEUES, REQUEST_QUEUE, REQUEST_SIZE, RESPONSE_SIZE, VIRTIO_GPIO_F_IRQ,
+    VIRTIO_GPIO_IRQ_STATUS_INVALID, VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_STATUS_ERR,
+    VIRTIO_GPIO_STATUS_OK,
 };
 
 /// Largest queue the backend accepts.
@@ -385,6 +386,61 @@ impl<const N: usize> ChainScan<N> {
     }
 }
 
+/// A requestq answer, on the stack for every message but GET_NAMES (whose
+/// names block has the device's size).
+#[derive(Debug)]
+enum Answer {
+    /// A `virtio_gpio_response`.
+    Fixed(VirtioGpioResponse),
+    /// GET_NAMES: the status, then the names block (or an error padded to
+    /// that length).
+    Long(Vec<u8>),
+}
+
+impl Answer {
+    fn ok(value: u8) -> Answer {
+        Answer::Fixed(VirtioGpioResponse {
+            status: VIRTIO_GPIO_STATUS_OK,
+            value,
+        })
+    }
+
+    /// An error status, padded with zeros to the `len` bytes the request needs.
+    fn error(len: usize) -> Answer {
+        if len == RESPONSE_SIZE {
+            Answer::Fixed(VirtioGpioResponse {
+                status: VIRTIO_GPIO_STATUS_ERR,
+                value: 0,
+            })
+        } else {
+            let mut out = vec![0; len];
+            if let Some(status) = out.first_mut() {
+                *status = VIRTIO_GPIO_STATUS_ERR;
+            }
+            Answer::Long(out)
+        }
+    }
+
+    /// Turn the answer into a failure (the value bytes stay).
+    fn set_error(&mut self) {
+        match self {
+            Answer::Fixed(r) => r.status = VIRTIO_GPIO_STATUS_ERR,
+            Answer::Long(out) => {
+                if let Some(status) = out.first_mut() {
+                    *status = VIRTIO_GPIO_STATUS_ERR;
+                }
+            }
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Answer::Fixed(r) => r.as_slice(),
+            Answer::Long(out) => out,
+        }
+    }
+}
+
 /// The vhost-user backend of one device.
 pub struct VhostUserGpioBackend {
     device: Arc<Device>,
@@ -439,13 +495,8 @@ impl VhostUserGpioBackend {
     fn serve_request(&self, chain: &Chain, evq: Option<&GpioVring>) -> Result<u32, ChainError> {
         let mem = chain.memory();
         let ChainScan { request, writable } = ChainScan::<REQUEST_SIZE>::new(chain)?;
-        let err_resp = VirtioGpioResponse {
-            status: VIRTIO_GPIO_STATUS_ERR,
-            value: 0,
-        };
-        let err_bytes = [err_resp.status, err_resp.value];
         let fail = |e: ChainError| -> Result<u32, ChainError> {
-            let len = writable.write_status(mem, &err_bytes);
+            let len = writable.write_status(mem, Answer::error(RESPONSE_SIZE).bytes());
             log::warn!(
                 "{}: requestq head {}: {e}; answered ERR",
                 self.device.name(),
@@ -475,49 +526,47 @@ impl VhostUserGpioBackend {
             return fail(ChainError::ShortResponse { got: room, need });
         }
         let negotiated = self.irq_negotiated();
-        let outcome: Result<(Vec<u8>, Effects<EventToken>), ChainError> = match request {
+        let outcome: Result<(Answer, Effects<EventToken>), ChainError> = match request {
             Request::GetNames => {
                 let mut out = Vec::with_capacity(need);
                 out.push(VIRTIO_GPIO_STATUS_OK);
                 out.extend_from_slice(st.model.names_block());
-                Ok((out, Effects::default()))
+                Ok((Answer::Long(out), Effects::default()))
             }
             Request::GetDirection { gpio } => st
                 .model
                 .get_direction(gpio)
-                .map(|d| (vec![VIRTIO_GPIO_STATUS_OK, d.to_wire()], Effects::default()))
+                .map(|d| (Answer::ok(d.to_wire()), Effects::default()))
                 .map_err(ChainError::Model),
             Request::GetValue { gpio } => st
                 .model
                 .get_value(gpio)
-                .map(|v| (vec![VIRTIO_GPIO_STATUS_OK, u8::from(v)], Effects::default()))
+                .map(|v| (Answer::ok(u8::from(v)), Effects::default()))
                 .map_err(ChainError::Model),
             Request::SetDirection { gpio, direction } => st
                 .model
                 .set_direction(gpio, direction)
-                .map(|e| (vec![VIRTIO_GPIO_STATUS_OK, 0], e))
+                .map(|e| (Answer::ok(0), e))
                 .map_err(ChainError::Model),
             Request::SetValue { gpio, value } => st
                 .model
                 .set_value(gpio, value)
-                .map(|e| (vec![VIRTIO_GPIO_STATUS_OK, 0], e))
+                .map(|e| (Answer::ok(0), e))
                 .map_err(ChainError::Model),
             Request::SetIrqType { gpio, irq_type } => st
                 .model
                 .set_irq_type(gpio, irq_type, negotiated)
-                .map(|e| (vec![VIRTIO_GPIO_STATUS_OK, 0], e))
+                .map(|e| (Answer::ok(0), e))
                 .map_err(ChainError::Model),
             Request::Unsupported(t) => Err(ChainError::Unsupported(t)),
         };
-        let (mut out, effects) = match outcome {
+        let (mut answer, effects) = match outcome {
             Ok(v) => v,
             Err(e) => {
                 drop(st);
-                let mut resp = err_bytes.to_vec();
-                resp.resize(need, 0);
                 log::warn!("{}: {request:?}: {e}; answered ERR", self.device.name());
                 return writable
-                    .write(mem, &resp)
+                    .write(mem, Answer::error(need).bytes())
                     .map(|()| u32::try_from(need).unwrap_or(0))
                     .map_err(ChainError::Access);
             }
@@ -526,16 +575,15 @@ impl VhostUserGpioBackend {
         // this answer.
         if let Err(e) = st.publish(&effects) {
             log::error!("{}: {request:?}: {e}", self.device.name());
-            if let Some(first) = out.first_mut() {
-                *first = VIRTIO_GPIO_STATUS_ERR;
-            }
+            answer.set_error();
         }
         let generation = st.generation();
         drop(st);
         if let Some(evq) = evq {
             self.complete(evq, effects.completions, generation);
         }
-        writable.write(mem, &out).map_err(ChainError::Access)?;
+        let out = answer.bytes();
+        writable.write(mem, out).map_err(ChainError::Access)?;
         Ok(u32::try_from(out.len()).unwrap_or(0))
     }
 
@@ -591,8 +639,14 @@ impl VhostUserGpioBackend {
     }
 
     /// Return eventq buffers the model released.
-    fn complete(&self, evq: &GpioVring, completions: Vec<Completion<EventToken>>, generation: u64) {
-        if completions.is_empty() {
+    fn complete(
+        &self,
+        evq: &GpioVring,
+        completions: impl IntoIterator<Item = Completion<EventToken>>,
+        generation: u64,
+    ) {
+        let mut completions = completions.into_iter().peekable();
+        if completions.peek().is_none() {
             return;
         }
         let Some(mem) = self.mem.as_ref() else {
