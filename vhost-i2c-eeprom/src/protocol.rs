@@ -247,22 +247,44 @@ fn parse_inner<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Result<Request,
     if in_buf_len > u64::from(MAX_BUFFER_LEN) {
         return Err(ParseError::TooLong(in_buf_len));
     }
-    let mut readable = Vec::with_capacity(usize::try_from(readable_total).unwrap_or(0));
+    // The out header goes to the stack and the write buffer, if any, straight
+    // into the Vec the request carries: a read allocates nothing here.
+    const HDR: usize = size_of::<VirtioI2cOutHdr>();
+    let mut hdr_bytes = [0u8; HDR];
+    let mut out_buf = Vec::with_capacity(usize::try_from(out_buf_len).unwrap_or(0));
+    let mut start = 0usize;
     for d in descs.iter().filter(|d| !d.is_write_only()) {
-        let start = readable.len();
-        readable.resize(start + to_usize(d.len()), 0);
-        let dst = &mut readable[start..];
-        mem.read_slice(dst, d.addr()).map_err(|e| {
-            if start < to_usize(OUT_HDR_LEN) {
+        let failed = |e| {
+            if start < HDR {
                 ParseError::ReadHdr(e)
             } else {
                 ParseError::ReadBuffer(e)
             }
-        })?;
+        };
+        let len = to_usize(d.len());
+        let in_hdr = HDR.saturating_sub(start).min(len);
+        if let Some(dst) = hdr_bytes
+            .get_mut(start..start + in_hdr)
+            .filter(|b| !b.is_empty())
+        {
+            mem.read_slice(dst, d.addr()).map_err(failed)?;
+        }
+        if len > in_hdr {
+            let at = out_buf.len();
+            out_buf.resize(at + (len - in_hdr), 0);
+            let addr = u64::try_from(in_hdr)
+                .ok()
+                .and_then(|n| d.addr().0.checked_add(n))
+                .map(GuestAddress)
+                .ok_or_else(|| failed(vm_memory::GuestMemoryError::GuestAddressOverflow))?;
+            if let Some(dst) = out_buf.get_mut(at..) {
+                mem.read_slice(dst, addr).map_err(failed)?;
+            }
+        }
+        start += len;
     }
-    let (hdr_bytes, out_buf) = readable.split_at(to_usize(OUT_HDR_LEN));
     let mut hdr = VirtioI2cOutHdr::default();
-    hdr.as_mut_slice().copy_from_slice(hdr_bytes);
+    hdr.as_mut_slice().copy_from_slice(&hdr_bytes);
     let flags = hdr.flags.to_native();
     let reserved = flags & !(VIRTIO_I2C_FLAGS_FAIL_NEXT | VIRTIO_I2C_FLAGS_M_RD);
     if reserved != 0 {
@@ -303,7 +325,7 @@ fn parse_inner<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Result<Request,
         },
         (true, n, _) => return Err(ParseError::ReadWithOutBuffer(n)),
         (false, _, n) if n > 0 => return Err(ParseError::WriteWithInBuffer(n)),
-        (false, _, _) => Transfer::Write(out_buf.to_vec()),
+        (false, _, _) => Transfer::Write(out_buf),
     };
     Ok(Request {
         addr: hdr.addr.to_native() >> 1,
@@ -469,6 +491,24 @@ mod tests {
         ];
         let r = parse(&m, &d).unwrap();
         assert_eq!(r.transfer, Transfer::Write(vec![0x12]));
+    }
+
+    #[test]
+    fn write_buffer_spread_over_descriptors() {
+        let m = mem();
+        let _ = hdr(&m, 0x40, 0x50, 0);
+        mem_write(&m, 0x48, &[0x12]);
+        mem_write(&m, 0x100, &[0x34, 0x56]);
+        let d = [
+            Descriptor::new(0x40, 2, W, 0),
+            Descriptor::new(0x9000_0000, 0, W, 0),
+            Descriptor::new(0x42, 7, W, 0),
+            Descriptor::new(0x100, 2, W, 0),
+            Descriptor::new(0x200, 1, WR, 0),
+        ];
+        let r = parse(&m, &d).unwrap();
+        assert_eq!(r.addr, 0x50);
+        assert_eq!(r.transfer, Transfer::Write(vec![0x12, 0x34, 0x56]));
     }
 
     #[test]

@@ -33,6 +33,8 @@ use crate::storage::Image;
 pub const NUM_QUEUES: usize = 1;
 /// Largest queue size offered.
 pub const QUEUE_SIZE: usize = 1024;
+/// Descriptors the backend keeps room for between chains (a request uses 2-4).
+const KEPT_DESCRIPTORS: usize = 16;
 
 /// Where the WP pin comes from.
 #[derive(Debug)]
@@ -77,6 +79,10 @@ pub struct I2cEepromBackend {
     groups: Groups,
     event_idx: bool,
     mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
+    /// The descriptors of the chain being served (kept to reuse).
+    descs: Vec<Descriptor>,
+    /// The data of the read being served (kept to reuse).
+    read_buf: Vec<u8>,
 }
 
 impl I2cEepromBackend {
@@ -89,6 +95,8 @@ impl I2cEepromBackend {
             groups: Groups::default(),
             event_idx: false,
             mem: None,
+            descs: Vec::new(),
+            read_buf: Vec::new(),
         }
     }
 
@@ -164,7 +172,7 @@ impl I2cEepromBackend {
         };
         let plan = self.groups.plan(req.fail_next);
         let now = Instant::now();
-        let mut read_buf = Vec::new();
+        let mut read_buf = std::mem::take(&mut self.read_buf);
         let mut ok = false;
         if plan.execute {
             let result = match &req.transfer {
@@ -174,7 +182,8 @@ impl I2cEepromBackend {
                         .transfer(req.addr, Op::Write(data), now, &mut self.wp)
                 }
                 Transfer::Read { len, .. } => {
-                    read_buf = vec![0; usize::try_from(*len).unwrap_or(0)];
+                    read_buf.clear();
+                    read_buf.resize(usize::try_from(*len).unwrap_or(0), 0);
                     self.bus
                         .transfer(req.addr, Op::Read(&mut read_buf), now, &mut self.wp)
                 }
@@ -208,6 +217,8 @@ impl I2cEepromBackend {
                 }
             }
         }
+        // At most MAX_BUFFER_LEN bytes, kept for the next read.
+        self.read_buf = read_buf;
         let status = if ok {
             VIRTIO_I2C_MSG_OK
         } else {
@@ -224,30 +235,47 @@ impl I2cEepromBackend {
         }
     }
 
-    /// Serve every available chain of the requestq.
+    /// Serve every available chain of the requestq, one at a time (the queue
+    /// lock is held only to pop).
     fn process_queue(&mut self, vring: &VringRwLock) {
         let Some(atomic) = self.mem.as_ref() else {
             warn!("requestq kicked before the memory table was set");
             return;
         };
         let mem = atomic.memory();
-        let chains: Vec<_> = match vring.get_mut().get_queue_mut().iter(mem.clone()) {
-            Ok(iter) => iter.collect(),
-            Err(e) => {
-                error!("requestq unusable: {e}");
-                return;
-            }
-        };
-        if chains.is_empty() {
-            return;
-        }
-        for chain in chains {
+        // Reused from chain to chain: serving a chain allocates nothing here.
+        let mut descs = std::mem::take(&mut self.descs);
+        let mut used_any = false;
+        loop {
+            let popped = vring
+                .get_mut()
+                .get_queue_mut()
+                .iter(mem.clone())
+                .map(|mut chains| chains.next());
+            let chain = match popped {
+                Ok(Some(chain)) => chain,
+                Ok(None) => break,
+                Err(e) => {
+                    error!("requestq unusable: {e}");
+                    break;
+                }
+            };
             let head = chain.head_index();
-            let descs: Vec<Descriptor> = chain.collect();
+            descs.clear();
+            descs.extend(chain);
             let used = self.serve_chain(&*mem, &descs);
             if let Err(e) = vring.add_used(head, used) {
                 error!("add_used({head}) failed: {e}");
             }
+            used_any = true;
+        }
+        // A chain may have up to 64 Ki descriptors (an indirect table); keep
+        // only what an ordinary one needs.
+        descs.clear();
+        descs.shrink_to(KEPT_DESCRIPTORS);
+        self.descs = descs;
+        if !used_any {
+            return;
         }
         self.groups.drained();
         match vring.needs_notification() {
