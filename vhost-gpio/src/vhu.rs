@@ -293,14 +293,13 @@ impl WritableBufs {
 /// returns how many were copied.
 fn check_buffer(
     mem: &GuestMemoryMmap,
-    desc: &Descriptor,
+    addr: GuestAddress,
+    len: usize,
     access: Permissions,
     into: &mut [u8],
 ) -> Result<usize, virtio_queue::Error> {
-    let len =
-        usize::try_from(desc.len()).map_err(|_| virtio_queue::Error::DescriptorChainOverflow)?;
     let slices = mem
-        .get_slices(desc.addr(), len, access)
+        .get_slices(addr, len, access)
         .map_err(virtio_queue::Error::GuestMemoryError)?;
     let mut copied = 0;
     for slice in slices {
@@ -355,14 +354,14 @@ impl<const N: usize> ChainScan<N> {
                 writable.room = writable.room.checked_add(len).ok_or(ChainError::Memory(
                     virtio_queue::Error::DescriptorChainOverflow,
                 ))?;
-                check_buffer(mem, &desc, Permissions::Write, &mut [])
+                check_buffer(mem, desc.addr(), len, Permissions::Write, &mut [])
                     .map_err(ChainError::Memory)?;
                 writable.push(desc.addr(), len);
             } else if read_error.is_none() {
                 let into = head.get_mut(readable.min(N)..).unwrap_or_default();
                 match (
                     readable.checked_add(len),
-                    check_buffer(mem, &desc, Permissions::Read, into),
+                    check_buffer(mem, desc.addr(), len, Permissions::Read, into),
                 ) {
                     (Some(total), Ok(_)) => readable = total,
                     (None, _) => read_error = Some(virtio_queue::Error::DescriptorChainOverflow),
