@@ -188,6 +188,24 @@ impl Report {
         (n(Outcome::Pass), n(Outcome::Fail), n(Outcome::Skip))
     }
 
+    /// What is wrong, one line each: an incomplete report, then every
+    /// `not ok N name # reason`. Empty when the report passed.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Err(e) = self.check_complete() {
+            out.push(format!("KTAP: {e}"));
+        }
+        out.extend(self.failures().map(|t| {
+            format!(
+                "not ok {} {} # {}",
+                t.number,
+                t.name,
+                t.reason.as_deref().unwrap_or("")
+            )
+        }));
+        out
+    }
+
     /// Complete and without failures.
     pub fn passed(&self) -> bool {
         self.check_complete().is_ok() && self.failures().next().is_none()
@@ -239,6 +257,10 @@ not ok 1 other
         assert_eq!(r.counts(), (2, 1, 1));
         assert!(!r.passed());
         assert_eq!(r.failures().count(), 1);
+        assert_eq!(
+            r.problems(),
+            ["not ok 2 write-pattern # dd to /sys/x failed (status 1)"]
+        );
     }
 
     #[test]
@@ -267,6 +289,11 @@ not ok 1 other
         );
         let r = parse("KTAP version 1\n1..1\nok 1 a\n");
         assert!(r.passed());
+        assert!(r.problems().is_empty());
+        assert_eq!(
+            parse("KTAP version 1\n1..2\nnot ok 1 a\n").problems(),
+            ["KTAP: planned 2 tests, saw 1", "not ok 1 a # "]
+        );
     }
 
     #[test]

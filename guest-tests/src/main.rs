@@ -61,6 +61,16 @@ struct BenchArgs {
     /// Bound of one boot, from QEMU start to power-off, in seconds.
     #[arg(long, default_value_t = 300, value_name = "S")]
     run_timeout: u64,
+    /// Where bench.json and the logs go.
+    #[arg(long, default_value = "target/bench", value_name = "DIR")]
+    out_dir: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// What a run with both backends needs: QEMU, the backends, the kernel cache.
+#[derive(Debug, Args)]
+struct RunArgs {
     /// Accelerator.
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     accel: Accel,
@@ -73,9 +83,6 @@ struct BenchArgs {
     /// vhost-i2c-eeprom binary (default: beside this program).
     #[arg(long, value_name = "PATH")]
     vhost_i2c_eeprom: Option<PathBuf>,
-    /// Where bench.json and the logs go.
-    #[arg(long, default_value = "target/bench", value_name = "DIR")]
-    out_dir: PathBuf,
     /// Cache root (default: $VGN_CACHE, else $XDG_CACHE_HOME/vhost-gpio-nvmem,
     /// else ~/.cache/vhost-gpio-nvmem).
     #[arg(long, value_name = "DIR")]
@@ -99,28 +106,14 @@ struct ReproduceArgs {
     /// Bound of each guest-side wait, in seconds (vgn.timeout).
     #[arg(long, default_value_t = 60, value_name = "S")]
     guest_timeout: u64,
-    /// Accelerator.
-    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
-    accel: Accel,
-    /// QEMU binary.
-    #[arg(long, default_value = "qemu-system-x86_64", value_name = "PATH")]
-    qemu: PathBuf,
-    /// vhost-gpio binary (default: beside this program).
-    #[arg(long, value_name = "PATH")]
-    vhost_gpio: Option<PathBuf>,
-    /// vhost-i2c-eeprom binary (default: beside this program).
-    #[arg(long, value_name = "PATH")]
-    vhost_i2c_eeprom: Option<PathBuf>,
     /// Expected outcomes.
     #[arg(long, default_value = "guest-tests/expected.toml", value_name = "FILE")]
     expected: PathBuf,
     /// Where the report and logs go.
     #[arg(long, default_value = "target/reproduce", value_name = "DIR")]
     out_dir: PathBuf,
-    /// Cache root (default: $VGN_CACHE, else $XDG_CACHE_HOME/vhost-gpio-nvmem,
-    /// else ~/.cache/vhost-gpio-nvmem).
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -205,60 +198,94 @@ fn binary(given: &Option<PathBuf>, name: &'static str) -> Result<PathBuf, MainEr
     }
 }
 
+/// The names given, each checked against `all`; all of them when none is given.
+fn pick(given: &[String], all: &[&str], what: &'static str) -> Result<Vec<String>, MainError> {
+    if given.is_empty() {
+        return Ok(all.iter().map(|s| s.to_string()).collect());
+    }
+    for g in given {
+        if !all.contains(&g.as_str()) {
+            return Err(MainError::Unknown {
+                what,
+                name: g.clone(),
+                known: all.join(", "),
+            });
+        }
+    }
+    Ok(given.to_vec())
+}
+
+impl RunArgs {
+    /// The named variants, each built.
+    fn built(&self, names: &[String]) -> Result<Vec<Variant>, MainError> {
+        let cache = match &self.cache {
+            Some(c) => c.clone(),
+            None => variants::cache_root()?,
+        };
+        let mut built = Vec::new();
+        for k in names {
+            let v = variants::variant(&cache, k)?;
+            v.check_built()?;
+            built.push(v);
+        }
+        Ok(built)
+    }
+
+    /// Run options (one guest at a time), with `out_dir` created.
+    fn options(
+        &self,
+        out_dir: &Path,
+        run_timeout: u64,
+        guest_timeout: u64,
+    ) -> Result<guest_tests::reproduce::Options, MainError> {
+        let opts = guest_tests::reproduce::Options {
+            vhost_gpio: binary(&self.vhost_gpio, "vhost-gpio")?,
+            vhost_i2c: binary(&self.vhost_i2c_eeprom, "vhost-i2c-eeprom")?,
+            qemu: self.qemu.clone(),
+            accel: self.accel,
+            run_timeout: Duration::from_secs(run_timeout),
+            guest_timeout: Duration::from_secs(guest_timeout),
+            out_dir: out_dir.to_path_buf(),
+            jobs: 1,
+            twr_us: None,
+            append: String::new(),
+        };
+        std::fs::create_dir_all(out_dir).map_err(|source| MainError::Io {
+            what: "creating",
+            path: out_dir.to_path_buf(),
+            source,
+        })?;
+        Ok(opts)
+    }
+}
+
 fn run_bench(a: &BenchArgs) -> Result<bool, MainError> {
     use guest_tests::bench;
     use guest_tests::expect::KERNELS;
 
-    let cache = match &a.cache {
-        Some(c) => c.clone(),
-        None => variants::cache_root()?,
-    };
-    let mut built = Vec::new();
-    for k in &a.kernels {
-        if !KERNELS.contains(&k.as_str()) {
-            return Err(MainError::Unknown {
-                what: "kernel variant",
-                name: k.clone(),
-                known: KERNELS.join(", "),
-            });
-        }
-        let v = variants::variant(&cache, k)?;
-        v.check_built()?;
-        built.push(v);
-    }
+    let built = a
+        .run
+        .built(&pick(&a.kernels, &KERNELS, "kernel variant")?)?;
     let seconds = Duration::from_secs(a.seconds);
-    let opts = guest_tests::reproduce::Options {
-        vhost_gpio: binary(&a.vhost_gpio, "vhost-gpio")?,
-        vhost_i2c: binary(&a.vhost_i2c_eeprom, "vhost-i2c-eeprom")?,
-        qemu: a.qemu.clone(),
-        accel: a.accel,
-        run_timeout: Duration::from_secs(a.run_timeout),
-        guest_timeout: Duration::from_secs(60),
-        out_dir: a.out_dir.clone(),
-        jobs: 1,
-        twr_us: None,
-        append: format!("vgn.bench_seconds={}", a.seconds),
-    };
-    std::fs::create_dir_all(&a.out_dir).map_err(|source| MainError::Io {
-        what: "creating",
-        path: a.out_dir.clone(),
-        source,
-    })?;
+    let mut opts = a.run.options(&a.out_dir, a.run_timeout, 60)?;
+    opts.append = format!("vgn.bench_seconds={}", a.seconds);
     eprintln!(
         "[bench] {} kernel(s) x {} write cycle time(s), {} s per figure, {} (-accel {}); logs in {}",
         built.len(),
         a.twr_us.len(),
         a.seconds,
-        qemu::version(&a.qemu)?,
-        a.accel.as_str(),
+        qemu::version(&a.run.qemu)?,
+        a.run.accel.as_str(),
         a.out_dir.display()
     );
     let runs = bench::run_all(&built, &a.twr_us, &opts);
     let json = a.out_dir.join("bench.json");
-    bench::write_json(&json, &runs, seconds, a.accel.as_str()).map_err(|source| MainError::Io {
-        what: "writing",
-        path: json.clone(),
-        source,
+    bench::write_json(&json, &runs, seconds, a.run.accel.as_str()).map_err(|source| {
+        MainError::Io {
+            what: "writing",
+            path: json.clone(),
+            source,
+        }
     })?;
     println!("{}", bench::table(&runs));
     let failed = runs.iter().filter(|r| !r.problems.is_empty()).count();
@@ -275,57 +302,17 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
     use guest_tests::{report, reproduce};
 
     let expectations = Expectations::load(&a.expected)?;
-    let pick =
-        |given: &[String], all: &[&str], what: &'static str| -> Result<Vec<String>, MainError> {
-            if given.is_empty() {
-                return Ok(all.iter().map(|s| s.to_string()).collect());
-            }
-            for g in given {
-                if !all.contains(&g.as_str()) {
-                    return Err(MainError::Unknown {
-                        what,
-                        name: g.clone(),
-                        known: all.join(", "),
-                    });
-                }
-            }
-            Ok(given.to_vec())
-        };
     let kernels = pick(&a.kernels, &KERNELS, "kernel variant")?;
     let scenarios = pick(&a.scenarios, &SCENARIOS, "scenario")?;
-    let cache = match &a.cache {
-        Some(c) => c.clone(),
-        None => variants::cache_root()?,
-    };
-    let mut built = Vec::new();
-    for k in &kernels {
-        let v = variants::variant(&cache, k)?;
-        v.check_built()?;
-        built.push(v);
-    }
-    let opts = reproduce::Options {
-        vhost_gpio: binary(&a.vhost_gpio, "vhost-gpio")?,
-        vhost_i2c: binary(&a.vhost_i2c_eeprom, "vhost-i2c-eeprom")?,
-        qemu: a.qemu.clone(),
-        accel: a.accel,
-        run_timeout: Duration::from_secs(a.run_timeout),
-        guest_timeout: Duration::from_secs(a.guest_timeout),
-        out_dir: a.out_dir.clone(),
-        jobs: a.jobs.max(1),
-        twr_us: None,
-        append: String::new(),
-    };
-    std::fs::create_dir_all(&a.out_dir).map_err(|source| MainError::Io {
-        what: "creating",
-        path: a.out_dir.clone(),
-        source,
-    })?;
+    let built = a.run.built(&kernels)?;
+    let mut opts = a.run.options(&a.out_dir, a.run_timeout, a.guest_timeout)?;
+    opts.jobs = a.jobs.max(1);
     eprintln!(
         "[reproduce] {} kernel(s) x {} scenario(s), {} at a time, {}; logs in {}",
         built.len(),
         scenarios.len(),
         opts.jobs,
-        qemu::version(&a.qemu)?,
+        qemu::version(&a.run.qemu)?,
         a.out_dir.display()
     );
     let runs = reproduce::run_all(&built, &scenarios, &expectations, &opts);
@@ -442,17 +429,7 @@ fn finish_run(
     let _ = con.poll();
     let report = ktap::parse(&con.text());
     out.ktap = Some(report.counts());
-    if let Err(e) = report.check_complete() {
-        out.problems.push(format!("KTAP: {e}"));
-    }
-    for t in report.failures() {
-        out.problems.push(format!(
-            "not ok {} {} # {}",
-            t.number,
-            t.name,
-            t.reason.as_deref().unwrap_or("")
-        ));
-    }
+    out.problems.extend(report.problems());
     Ok(())
 }
 

@@ -529,18 +529,7 @@ pub(crate) fn drive(
         let _ = std::fs::write(opts.out_dir.join(name), content);
     };
     save(format!("{stem}.console.log"), &text);
-    let ktap = crate::ktap::parse(&text);
-    if let Err(e) = ktap.check_complete() {
-        progress.ktap_problems.push(format!("KTAP: {e}"));
-    }
-    for t in ktap.failures() {
-        progress.ktap_problems.push(format!(
-            "not ok {} {} # {}",
-            t.number,
-            t.name,
-            t.reason.as_deref().unwrap_or("")
-        ));
-    }
+    progress.ktap_problems = crate::ktap::parse(&text).problems();
     save(format!("{stem}.vhost-gpio.log"), &gpio.log());
     save(format!("{stem}.vhost-i2c-eeprom.log"), &i2c.log());
     save(
