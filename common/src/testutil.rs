@@ -259,17 +259,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("child.pid");
         let p2 = pidfile.clone();
-        // Start the child from a thread that then exits without dropping the guard.
-        thread::spawn(move || {
+        // Start the child from a thread that then exits without dropping the guard (whose log
+        // directory is then ours to remove).
+        let log_dir = thread::spawn(move || {
             let mut cmd = Command::new("sh");
             cmd.arg("-c")
                 .arg(format!("echo $$ > {}; exec sleep 30", p2.display()));
             let g = ChildGuard::spawn(cmd).unwrap();
             wait_until(Duration::from_secs(5), || p2.exists().then_some(())).unwrap();
+            let log_dir = g._dir.path().to_path_buf();
             std::mem::forget(g);
+            log_dir
         })
         .join()
         .unwrap();
+        std::fs::remove_dir_all(&log_dir).unwrap();
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
