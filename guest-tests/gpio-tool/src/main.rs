@@ -7,9 +7,6 @@
 //! scenario runner and the host harness can parse it. Exit status: 0 on
 //! success, 1 on error, 2 when a wait timed out.
 
-mod bench;
-mod spec;
-
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +17,8 @@ use gpiocdev::chip::Chip;
 use gpiocdev::line::{Bias, Direction, EdgeDetection, EdgeKind, Value};
 use gpiocdev::Request;
 
-use spec::{record, ChipSel, LineSel, SpecError};
+use gpio_tool::bench;
+use gpio_tool::spec::{self, record, ChipSel, LineSel, SpecError};
 
 const CONSUMER: &str = "gpio-tool";
 
