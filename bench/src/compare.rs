@@ -281,6 +281,8 @@ pub struct Who {
     pub label: String,
     /// The command as run.
     pub command: String,
+    /// Its pid.
+    pub pid: u32,
 }
 
 /// One measured run of one backend (or of the floor).
@@ -513,6 +515,7 @@ pub fn run(cli: Cli) -> Result<CompareReport> {
     let who = |i: usize| Who {
         label: labels[i].clone(),
         command: backends[i].command.clone(),
+        pid: backends[i].pid(),
     };
     Ok(CompareReport {
         tool: "vhost-bench",
