@@ -282,10 +282,11 @@ pub fn set_get(
             let p = pending
                 .get_mut(usize::from(c.id))
                 .and_then(Option::take)
-                .ok_or(BenchError::Protocol(format!(
-                    "used element {} was not submitted",
-                    c.id
-                )))?;
+                // Lazily: the message is formatted only on the error path (an eager
+                // `format!` cost the frontend about 500 instructions per request).
+                .ok_or_else(|| {
+                    BenchError::Protocol(format!("used element {} was not submitted", c.id))
+                })?;
             if record {
                 t.samples.push(p.start.elapsed());
                 t.requests += 1;
