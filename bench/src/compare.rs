@@ -239,6 +239,8 @@ pub struct Side {
     pub p99_us: Spread,
     /// Backend CPU per request, microseconds.
     pub cpu_us_per_request: Spread,
+    /// This tool's own CPU per request (the frontend side), microseconds.
+    pub frontend_cpu_us_per_request: Spread,
     /// Failed requests over all rounds.
     pub errors: u64,
 }
@@ -250,6 +252,7 @@ fn side(runs: &[&RunResult]) -> Side {
         p50_us: f(|r| r.p50_us),
         p99_us: f(|r| r.p99_us),
         cpu_us_per_request: f(|r| r.backend.map_or(0.0, |b| b.cpu_us_per_request)),
+        frontend_cpu_us_per_request: f(|r| r.frontend_cpu_us_per_request),
         errors: runs.iter().map(|r| r.errors).sum(),
     }
 }
@@ -605,18 +608,21 @@ pub fn print(r: &CompareReport) {
     if let Some(f) = &r.floor {
         println!();
         println!(
-            "eventfd floor: {} req/s, p50 {} µs, server CPU {} µs/round trip",
+            "eventfd floor: {} req/s, p50 {} µs, CPU per round trip: server {} µs, client {} µs",
             rps(&f.requests_per_second),
             us(&f.p50_us),
-            us(&f.cpu_us_per_request)
+            us(&f.cpu_us_per_request),
+            us(&f.frontend_cpu_us_per_request)
         );
         for l in &r.summary {
             if let Some((a, b)) = l.round_trip_over_floor {
                 println!(
-                    "{}: round trip (1/req/s, medians) A {a:.2}x the floor's, B {b:.2}x; p50 A {:.2}x, B {:.2}x",
+                    "{}: round trip (1/req/s, medians) A {a:.2}x the floor's, B {b:.2}x; p50 A {:.2}x, B {:.2}x; this tool's CPU per request A {:.2} µs, B {:.2} µs",
                     l.workload,
                     ratio(l.a.p50_us.median, f.p50_us.median),
                     ratio(l.b.p50_us.median, f.p50_us.median),
+                    l.a.frontend_cpu_us_per_request.median,
+                    l.b.frontend_cpu_us_per_request.median,
                 );
             }
         }

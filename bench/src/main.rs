@@ -575,14 +575,15 @@ impl Session {
     }
 }
 
-/// Runs `f` on every item in its own thread: a warm-up to `warm`, then the measured part to
-/// `end`; merges the tallies.
+/// Runs `f` on every item in its own thread: a warm-up of `warmup`, then the measured part of
+/// `seconds`; calls `at_warm_end` when the warm-up ends; merges the tallies.
 fn on_all<T: Send, S: Send>(
     items: &mut [T],
     states: &mut [S],
     warmup: Duration,
     seconds: Duration,
     f: impl Fn(&mut T, &mut S, Instant, bool) -> Result<Tally> + Sync,
+    at_warm_end: impl FnOnce(),
 ) -> Result<(Tally, Duration)> {
     let warm_end = Instant::now() + warmup;
     let results: Vec<Result<(Tally, Instant, Instant)>> = thread::scope(|s| {
@@ -600,6 +601,8 @@ fn on_all<T: Send, S: Send>(
                 })
             })
             .collect();
+        thread::sleep(warm_end.saturating_duration_since(Instant::now()));
+        at_warm_end();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or(Err(BenchError::Panicked)))
@@ -644,10 +647,16 @@ impl Runner {
             items.len(),
             self.seconds.as_secs_f64()
         );
-        let before = sample(pid)?;
-        let (tally, elapsed) = on_all(items, states, self.warmup, self.seconds, f)?;
+        // Both processes' CPU time is read when the warm-up ends and after the run.
+        let mut before = Ok((None, 0.0));
+        let (tally, elapsed) = on_all(items, states, self.warmup, self.seconds, f, || {
+            before = sample(pid).map(|b| (b, stats::own_cpu_seconds()));
+        })?;
+        let own_after = stats::own_cpu_seconds();
         let after = sample(pid)?;
-        let r = stats::result(name, items.len(), depth, tally, elapsed, before, after);
+        let (before, own_before) = before?;
+        let r = stats::result(name, items.len(), depth, tally, elapsed, before, after)
+            .with_own_cpu(own_after - own_before);
         if r.errors > 0 {
             log::warn!("{name}: {} requests failed", r.errors);
         }
@@ -766,7 +775,7 @@ fn run(cli: Cli) -> Result<Report> {
 /// Prints the per-run table.
 pub fn print_runs(runs: &[RunResult]) {
     println!(
-        "{:<18} {:>5} {:>5} {:>9} {:>6} {:>10} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>9} {:>9} {:>7}",
+        "{:<18} {:>5} {:>5} {:>9} {:>6} {:>10} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} {:>9} {:>9} {:>7} {:>9}",
         "workload",
         "conns",
         "depth",
@@ -781,7 +790,8 @@ pub fn print_runs(runs: &[RunResult]) {
         "cpu s",
         "cpu us/rq",
         "peak KiB",
-        "threads"
+        "threads",
+        "fe us/rq"
     );
     for x in runs {
         let (cpu, per, rss, thr) = match &x.backend {
@@ -794,7 +804,7 @@ pub fn print_runs(runs: &[RunResult]) {
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<18} {:>5} {:>5} {:>9} {:>6} {:>10.0} {:>9.0} {:>9.1} {:>9.1} {:>10.1} {:>6.2} {:>8} {:>9} {:>9} {:>7}",
+            "{:<18} {:>5} {:>5} {:>9} {:>6} {:>10.0} {:>9.0} {:>9.1} {:>9.1} {:>10.1} {:>6.2} {:>8} {:>9} {:>9} {:>7} {:>9.1}",
             x.workload,
             x.connections,
             x.depth,
@@ -809,7 +819,8 @@ pub fn print_runs(runs: &[RunResult]) {
             cpu,
             per,
             rss,
-            thr
+            thr,
+            x.frontend_cpu_us_per_request
         );
     }
 }

@@ -104,6 +104,10 @@ fn compare_alternates_two_backends_and_the_floor() {
         assert!(x["requests"].as_u64().unwrap() > 0, "{e}");
         assert_eq!(x["errors"].as_u64(), Some(0), "{e}");
         assert!(x["backend"]["cpu_seconds"].as_f64().unwrap() >= 0.0, "{e}");
+        assert!(
+            x["frontend_cpu_us_per_request"].as_f64().unwrap() >= 0.0,
+            "{e}"
+        );
     }
     assert!(r["skipped"][0].as_str().unwrap().starts_with("gpio-irq"));
 

@@ -75,9 +75,11 @@ fn measure(cli: &Cli) -> Result<RunResult, Error> {
         false,
     )?;
     let before = ProcSample::read(floor.pid())?;
+    let own = stats::own_cpu_seconds();
     let start = Instant::now();
     let tally = floor.run(start + Duration::from_secs_f64(cli.seconds), true)?;
     let elapsed = start.elapsed();
+    let own = stats::own_cpu_seconds() - own;
     let after = ProcSample::read(floor.pid())?;
     Ok(stats::result(
         "eventfd-floor",
@@ -87,7 +89,8 @@ fn measure(cli: &Cli) -> Result<RunResult, Error> {
         elapsed,
         Some(before),
         Some(after),
-    ))
+    )
+    .with_own_cpu(own))
 }
 
 fn main() -> ExitCode {
@@ -107,12 +110,26 @@ fn main() -> ExitCode {
             |b| format!("{:.2}", b.cpu_us_per_request),
         );
         println!(
-            "{:<14} {:>9} {:>10} {:>9} {:>9} {:>9} {:>14}",
-            "workload", "requests", "req/s", "p50 us", "p99 us", "max us", "server cpu us/rq"
+            "{:<14} {:>9} {:>10} {:>9} {:>9} {:>9} {:>16} {:>16}",
+            "workload",
+            "requests",
+            "req/s",
+            "p50 us",
+            "p99 us",
+            "max us",
+            "server cpu us/rt",
+            "client cpu us/rt"
         );
         println!(
-            "{:<14} {:>9} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>14}",
-            r.workload, r.requests, r.requests_per_second, r.p50_us, r.p99_us, r.max_us, cpu
+            "{:<14} {:>9} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>16} {:>16.2}",
+            r.workload,
+            r.requests,
+            r.requests_per_second,
+            r.p50_us,
+            r.p99_us,
+            r.max_us,
+            cpu,
+            r.frontend_cpu_us_per_request
         );
         if let Some(path) = &cli.json {
             let report = Report {
