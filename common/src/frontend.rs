@@ -599,6 +599,22 @@ impl TestFrontend {
     /// Queues a chain, as direct descriptors or one indirect table; does not kick. Returns the
     /// head descriptor index.
     pub fn submit(&mut self, queue: usize, bufs: &[Buf], indirect: bool) -> Result<u16> {
+        self.submit_linked(queue, bufs, indirect, None)
+    }
+
+    /// Like [`TestFrontend::submit`], but buffer `link.0` names buffer `link.1` as its next
+    /// one (NEXT set), for malformed-chain tests: `(1, 1)` makes the second descriptor loop
+    /// to itself.
+    pub fn submit_linked(
+        &mut self,
+        queue: usize,
+        bufs: &[Buf],
+        indirect: bool,
+        link: Option<(usize, usize)>,
+    ) -> Result<u16> {
+        if link.is_some_and(|(from, to)| from >= bufs.len() || to >= bufs.len()) {
+            return Err(FrontendError::BadChain("link outside the chain".into()));
+        }
         if bufs.is_empty() {
             return Err(FrontendError::BadChain("a chain needs a buffer".into()));
         }
@@ -632,11 +648,14 @@ impl TestFrontend {
                     if matches!(b, Buf::In(_)) {
                         ins.push((GuestAddress(addr), len));
                     }
-                    let last = i + 1 == bufs.len();
+                    let (last, next) = match link {
+                        Some((from, to)) if from == i => (false, to),
+                        _ => (i + 1 == bufs.len(), i + 1),
+                    };
                     let next = if last {
                         0
                     } else {
-                        u16::try_from(i + 1).map_err(mem_err)?
+                        u16::try_from(next).map_err(mem_err)?
                     };
                     let at = GuestAddress(table.0 + u64::try_from(i).map_err(mem_err)? * DESC_SIZE);
                     write_desc(mem, at, addr, len, flags(write, !last), next)?;
@@ -659,8 +678,11 @@ impl TestFrontend {
                     if matches!(b, Buf::In(_)) {
                         ins.push((GuestAddress(addr), len));
                     }
-                    let last = i + 1 == bufs.len();
-                    let next = if last { 0 } else { descs[i + 1] };
+                    let (last, next) = match link {
+                        Some((from, to)) if from == i => (false, descs[to]),
+                        _ if i + 1 == bufs.len() => (true, 0),
+                        _ => (false, descs[i + 1]),
+                    };
                     write_desc(
                         mem,
                         GuestAddress(q.desc.0 + u64::from(descs[i]) * DESC_SIZE),

@@ -6,6 +6,7 @@
 //! - [`paths`]: how per-device paths are named with several sockets.
 //! - [`wp`]: the write-protect line state file that vhost-gpio publishes and the EEPROM
 //!   backend obeys.
+//! - [`vq`]: the queue loop and the bounded descriptor-chain walk both backends use.
 //! - [`frontend`]: a vhost-user frontend that plays QEMU and the guest driver, for
 //!   integration tests and benchmarks.
 //! - [`testutil`]: process guards and polling helpers for tests.
@@ -14,4 +15,5 @@ pub mod frontend;
 pub mod line;
 pub mod paths;
 pub mod testutil;
+pub mod vq;
 pub mod wp;

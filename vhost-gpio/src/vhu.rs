@@ -36,10 +36,9 @@ use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{
     ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic,
-    GuestMemoryError, GuestMemoryLoadGuard, GuestMemoryMmap, Permissions,
+    GuestMemoryError, GuestMemoryMmap, Permissions,
 };
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -63,8 +62,7 @@ pub const MAX_CHAIN_DESCRIPTORS: usize = 16;
 pub const DEVICE_EVENT: u16 = 3;
 const _: () = assert!(DEVICE_EVENT as usize > NUM_QUEUES);
 
-type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
-type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+use common::vq::{drain, signal, Chain, Mem, QueueServer, Served};
 
 /// A `VringRwLock` that tells the device when the frontend disables it
 /// (`SET_VRING_ENABLE 0`, or a device reset), which the library reports to no
@@ -440,6 +438,38 @@ impl Answer {
     }
 }
 
+/// One of the device's queues being drained.
+struct QueueOf<'a> {
+    backend: &'a VhostUserGpioBackend,
+    index: u16,
+    vring: &'a GpioVring,
+    evq: Option<&'a GpioVring>,
+}
+
+impl QueueServer for QueueOf<'_> {
+    fn serve(&mut self, chain: Chain) -> Served {
+        if self.index == REQUEST_QUEUE {
+            match self.backend.serve_request(&chain, self.evq) {
+                Ok(len) => Served::Used(len),
+                Err(e) => {
+                    log::warn!(
+                        "{}: requestq head {}: {e}; dropped",
+                        self.backend.device.name(),
+                        chain.head_index()
+                    );
+                    Served::Used(0)
+                }
+            }
+        } else {
+            // Only returned now when malformed or refused; else held.
+            match self.backend.serve_event(&chain, self.vring) {
+                Some(len) => Served::Used(len),
+                None => Served::Held,
+            }
+        }
+    }
+}
+
 /// The vhost-user backend of one device.
 pub struct VhostUserGpioBackend {
     device: Arc<Device>,
@@ -683,76 +713,28 @@ impl VhostUserGpioBackend {
     }
 
     fn signal(&self, vring: &GpioVring) {
-        let needed = if self.event_idx {
-            vring.needs_notification().unwrap_or(true)
-        } else {
-            true
-        };
-        if needed {
-            if let Err(e) = vring.signal_used_queue() {
-                log::warn!("{}: signalling the frontend: {e}", self.device.name());
-            }
-        }
+        signal(&self.device.name(), EVENT_QUEUE, vring, self.event_idx);
     }
 
-    fn pop(&self, vring: &GpioVring) -> Option<Chain> {
-        let mem = self.mem.as_ref()?.memory();
-        vring.get_mut().get_queue_mut().pop_descriptor_chain(mem)
-    }
-
-    /// Drain one queue (the EVENT_IDX loop: disable notifications, drain,
-    /// re-enable, drain again if more arrived).
+    /// Drain one queue (see [`common::vq::drain`]).
     fn process_queue(&self, index: u16, vrings: &[GpioVring]) {
-        let Some(vring) = vrings.get(usize::from(index)) else {
+        let (Some(vring), Some(mem)) = (vrings.get(usize::from(index)), self.mem.as_ref()) else {
             return;
         };
-        let evq = vrings.get(usize::from(EVENT_QUEUE));
-        loop {
-            if self.event_idx {
-                if let Err(e) = vring.disable_notification() {
-                    log::warn!("{}: queue {index}: {e}", self.device.name());
-                }
-            }
-            let mut used_any = false;
-            while let Some(chain) = self.pop(vring) {
-                let head = chain.head_index();
-                let used = if index == REQUEST_QUEUE {
-                    match self.serve_request(&chain, evq) {
-                        Ok(len) => Some(len),
-                        Err(e) => {
-                            log::warn!(
-                                "{}: requestq head {head}: {e}; dropped",
-                                self.device.name()
-                            );
-                            Some(0)
-                        }
-                    }
-                } else {
-                    // Only returned now when malformed or refused; else held.
-                    self.serve_event(&chain, vring)
-                };
-                if let Some(len) = used {
-                    if let Err(e) = vring.add_used(head, len) {
-                        log::warn!("{}: queue {index}: add_used: {e}", self.device.name());
-                    }
-                    used_any = true;
-                }
-            }
-            if used_any {
-                self.signal(vring);
-            }
-            if !self.event_idx {
-                break;
-            }
-            match vring.enable_notification() {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    log::warn!("{}: queue {index}: {e}", self.device.name());
-                    break;
-                }
-            }
-        }
+        let mut server = QueueOf {
+            backend: self,
+            index,
+            vring,
+            evq: vrings.get(usize::from(EVENT_QUEUE)),
+        };
+        drain(
+            &self.device.name(),
+            index,
+            vring,
+            mem,
+            self.event_idx,
+            &mut server,
+        );
     }
 
     /// Return the eventq buffers the control socket released.

@@ -71,6 +71,9 @@ pub const IN_HDR_LEN: u32 = 1;
 /// Why a chain was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
+    /// The chain's descriptors do not make a request (too many, or a loop).
+    #[error(transparent)]
+    Shape(common::vq::ChainShapeError),
     /// The chain has no descriptor.
     #[error("empty descriptor chain")]
     Empty,
@@ -183,7 +186,7 @@ fn to_usize(v: u32) -> usize {
 }
 
 /// Find the last device-writable byte of a chain, if it lies in guest memory.
-fn status_slot<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Option<GuestAddress> {
+pub fn status_slot<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Option<GuestAddress> {
     let last = descs
         .iter()
         .rev()

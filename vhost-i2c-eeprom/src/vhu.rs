@@ -7,16 +7,16 @@
 use std::io;
 use std::time::Instant;
 
+use common::vq::{drain, walk, Chain, ChainShapeError, QueueServer, Served};
 use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackendMut, VringRwLock};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::QueueOwnedT;
-use vm_memory::{Bytes, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -35,6 +35,10 @@ pub const NUM_QUEUES: usize = 1;
 pub const QUEUE_SIZE: usize = 1024;
 /// Descriptors the backend keeps room for between chains (a request uses 2-4).
 const KEPT_DESCRIPTORS: usize = 16;
+/// Most descriptors a request chain may have. Linux sends 2 or 3 (header, buffer, status);
+/// a buffer in guest pages that are not contiguous may take one descriptor per page, and a
+/// 65535-byte buffer spans at most 17 pages.
+pub const MAX_CHAIN_DESCRIPTORS: usize = 32;
 
 /// Where the WP pin comes from.
 #[derive(Debug)]
@@ -105,10 +109,12 @@ impl I2cEepromBackend {
         &self.bus
     }
 
-    /// The frontend went away: end any open transaction without a STOP.
+    /// The frontend went away: end any open transaction without a STOP, and let go of
+    /// its guest memory (else the whole guest RAM stays mapped here after QEMU exits).
     pub fn disconnected(&mut self) {
         self.bus.abort();
         self.groups.drained();
+        self.mem = None;
     }
 
     /// STOP, then persist what it wrote. False if persisting failed.
@@ -137,38 +143,57 @@ impl I2cEepromBackend {
         ok
     }
 
+    /// A chain whose shape is wrong (too long, a loop): an error status if it has a
+    /// device-writable byte, like any malformed request.
+    fn reject<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        descs: &[Descriptor],
+        e: &ChainShapeError,
+    ) -> u32 {
+        let rejected = protocol::Rejected {
+            error: protocol::ParseError::Shape(*e),
+            status: protocol::status_slot(mem, descs),
+        };
+        self.answer_rejected(mem, rejected)
+    }
+
+    /// End the transaction and answer a malformed request with ERR where possible; returns
+    /// the used length.
+    fn answer_rejected<M: GuestMemory>(&mut self, mem: &M, rejected: protocol::Rejected) -> u32 {
+        self.bus.abort();
+        self.groups.drained();
+        match rejected.status {
+            Some(at) => {
+                warn!("malformed request ({}): status ERR", rejected.error);
+                match mem.write_obj(
+                    VirtioI2cInHdr {
+                        status: VIRTIO_I2C_MSG_ERR,
+                    },
+                    at,
+                ) {
+                    Ok(()) => IN_HDR_LEN,
+                    Err(e) => {
+                        warn!("writing the status failed: {e}");
+                        0
+                    }
+                }
+            }
+            None => {
+                warn!(
+                    "malformed request ({}) without a usable status byte: dropped",
+                    rejected.error
+                );
+                0
+            }
+        }
+    }
+
     /// Serve one chain; returns the used length.
     fn serve_chain<M: GuestMemory>(&mut self, mem: &M, descs: &[Descriptor]) -> u32 {
         let req = match protocol::parse(mem, descs) {
             Ok(r) => r,
-            Err(rejected) => {
-                self.bus.abort();
-                self.groups.drained();
-                return match rejected.status {
-                    Some(at) => {
-                        warn!("malformed request ({}): status ERR", rejected.error);
-                        match mem.write_obj(
-                            VirtioI2cInHdr {
-                                status: VIRTIO_I2C_MSG_ERR,
-                            },
-                            at,
-                        ) {
-                            Ok(()) => IN_HDR_LEN,
-                            Err(e) => {
-                                warn!("writing the status failed: {e}");
-                                0
-                            }
-                        }
-                    }
-                    None => {
-                        warn!(
-                            "malformed request ({}) without a usable status byte: dropped",
-                            rejected.error
-                        );
-                        0
-                    }
-                };
-            }
+            Err(rejected) => return self.answer_rejected(mem, rejected),
         };
         let plan = self.groups.plan(req.fail_next);
         let now = Instant::now();
@@ -236,56 +261,38 @@ impl I2cEepromBackend {
     }
 
     /// Serve every available chain of the requestq, one at a time (the queue
-    /// lock is held only to pop).
+    /// lock is held only to pop); stop when the ring is stopped or disabled.
     fn process_queue(&mut self, vring: &VringRwLock) {
-        let Some(atomic) = self.mem.as_ref() else {
+        let Some(atomic) = self.mem.clone() else {
             warn!("requestq kicked before the memory table was set");
             return;
         };
-        let mem = atomic.memory();
-        // Reused from chain to chain: serving a chain allocates nothing here.
-        let mut descs = std::mem::take(&mut self.descs);
-        let mut used_any = false;
-        loop {
-            let popped = vring
-                .get_mut()
-                .get_queue_mut()
-                .iter(mem.clone())
-                .map(|mut chains| chains.next());
-            let chain = match popped {
-                Ok(Some(chain)) => chain,
-                Ok(None) => break,
-                Err(e) => {
-                    error!("requestq unusable: {e}");
-                    break;
-                }
-            };
-            let head = chain.head_index();
-            descs.clear();
-            descs.extend(chain);
-            let used = self.serve_chain(&*mem, &descs);
-            if let Err(e) = vring.add_used(head, used) {
-                error!("add_used({head}) failed: {e}");
-            }
-            used_any = true;
-        }
+        let event_idx = self.event_idx;
+        drain(&"requestq", 0, vring, &atomic, event_idx, self);
         // A chain may have up to 64 Ki descriptors (an indirect table); keep
         // only what an ordinary one needs.
+        self.descs.clear();
+        self.descs.shrink_to(KEPT_DESCRIPTORS);
+    }
+}
+
+impl QueueServer for I2cEepromBackend {
+    fn serve(&mut self, chain: Chain) -> Served {
+        let mem = chain.memory();
+        // Reused from chain to chain: serving a chain allocates nothing here.
+        let mut descs = std::mem::take(&mut self.descs);
         descs.clear();
-        descs.shrink_to(KEPT_DESCRIPTORS);
+        let shape = walk(&chain, MAX_CHAIN_DESCRIPTORS, |d| descs.push(*d));
+        let len = match shape {
+            Ok(_) => self.serve_chain(mem, &descs),
+            Err(e) => self.reject(mem, &descs, &e),
+        };
         self.descs = descs;
-        if !used_any {
-            return;
-        }
+        Served::Used(len)
+    }
+
+    fn drained(&mut self) {
         self.groups.drained();
-        match vring.needs_notification() {
-            Ok(false) => {}
-            Ok(true) | Err(_) => {
-                if let Err(e) = vring.signal_used_queue() {
-                    error!("signalling the requestq failed: {e}");
-                }
-            }
-        }
     }
 }
 
@@ -362,26 +369,7 @@ impl VhostUserBackendMut for I2cEepromBackend {
             warn!("unknown device event {device_event}");
             return Ok(());
         };
-        if self.event_idx {
-            // The queue reads the avail index once per iteration: loop until
-            // no chain arrived while notifications were off.
-            loop {
-                if let Err(e) = vring.disable_notification() {
-                    error!("disable_notification: {e}");
-                }
-                self.process_queue(vring);
-                match vring.enable_notification() {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(e) => {
-                        error!("enable_notification: {e}");
-                        break;
-                    }
-                }
-            }
-        } else {
-            self.process_queue(vring);
-        }
+        self.process_queue(vring);
         Ok(())
     }
 }
@@ -391,6 +379,7 @@ mod tests {
     use super::*;
     use crate::model::{At24, At24Config, Variant};
     use crate::protocol::{VIRTIO_I2C_FLAGS_FAIL_NEXT, VIRTIO_I2C_FLAGS_M_RD};
+    use vhost_user_backend::VringT;
     use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
