@@ -333,6 +333,7 @@ fn plan(queue_sizes: &[u16], slot_size: u32) -> (Vec<Layout>, u64) {
 pub struct TestFrontend {
     frontend: Frontend,
     watchdog: Watchdog,
+    conn: UnixStream,
     mem: GuestMemoryMmap,
     queues: Vec<DriverQueue>,
     opts: FrontendOptions,
@@ -373,10 +374,14 @@ impl TestFrontend {
         }
         let stream = connect_with_retry(path, timeout)?;
         // A backend that stops answering makes a request fail instead of hanging the test.
-        let watchdog = Watchdog::new(stream.try_clone().map_err(|source| FrontendError::Io {
-            what: "cloning the socket",
-            source,
-        })?)?;
+        let clone = || {
+            stream.try_clone().map_err(|source| FrontendError::Io {
+                what: "cloning the socket",
+                source,
+            })
+        };
+        let watchdog = Watchdog::new(clone()?)?;
+        let conn = clone()?;
         let queue_count = u64::try_from(opts.queue_sizes.len()).map_err(mem_err)?;
         let frontend = Frontend::from_stream(stream, queue_count);
 
@@ -386,6 +391,7 @@ impl TestFrontend {
         let mut fe = TestFrontend {
             frontend,
             watchdog,
+            conn,
             mem,
             queues: Vec::new(),
             opts,
@@ -893,6 +899,18 @@ impl TestFrontend {
         self.set_features()?;
         self.set_mem_table()?;
         self.start_queues()
+    }
+
+    /// Hangs up the vhost-user connection but keeps the queues and their eventfds, as a
+    /// frontend that dies leaves them: a later [`TestFrontend::kick`] still reaches a backend
+    /// that has not yet dropped them. Later vhost-user requests fail.
+    pub fn hang_up(&self) -> Result<()> {
+        self.conn
+            .shutdown(std::net::Shutdown::Both)
+            .map_err(|source| FrontendError::Io {
+                what: "shutting the connection down",
+                source,
+            })
     }
 
     /// Closes the connection.

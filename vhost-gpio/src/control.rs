@@ -269,7 +269,7 @@ fn session(stream: UnixStream, device: &Device) -> io::Result<()> {
             }
             ["get", which] => match find(device, which) {
                 Ok(i) => {
-                    let st = device.lock().model.state(i);
+                    let st = device.state(i);
                     match st {
                         Some(s) => writeln!(out, "line {}\nok", format_record(&s))?,
                         None => writeln!(out, "err no line {which:?}")?,
@@ -312,15 +312,13 @@ fn answer<E: std::fmt::Display>(out: &mut UnixStream, r: Result<(), E>) -> io::R
 
 fn find(device: &Device, which: &str) -> Result<u16, String> {
     device
-        .lock()
-        .model
         .find(which)
         .ok_or_else(|| format!("no line named or numbered {which:?}"))
 }
 
 fn watch(mut out: UnixStream, stream: UnixStream, device: &Device) -> io::Result<()> {
     let (tx, rx) = mpsc::sync_channel::<LineState>(WATCH_BACKLOG);
-    device.lock().add_watcher(tx);
+    device.add_watcher(tx);
     writeln!(out, "ok")?;
     // Detect a closed client while idle: a read that returns 0 bytes.
     stream.set_read_timeout(Some(Duration::from_millis(1)))?;

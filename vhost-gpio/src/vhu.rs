@@ -36,22 +36,22 @@ use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use virtio_queue::desc::split::Descriptor;
+use virtio_queue::QueueT;
 use vm_memory::{
-    ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic,
-    GuestMemoryError, GuestMemoryMmap, Permissions,
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryError,
+    GuestMemoryMmap, Permissions,
 };
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::device::{Device, EventToken};
-use crate::model::{Completion, Effects, IrqStatus, ModelError};
+use crate::device::{Device, EventToken, Handled, Queued};
+use crate::model::{Completion, IrqStatus};
 use crate::protocol::{
-    parse_irq_request, ParseError, Request, VirtioGpioResponse, EVENT_QUEUE, IRQ_REQUEST_SIZE,
-    NUM_QUEUES, REQUEST_QUEUE, REQUEST_SIZE, RESPONSE_SIZE, VIRTIO_GPIO_F_IRQ,
-    VIRTIO_GPIO_IRQ_STATUS_INVALID, VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_STATUS_ERR,
-    VIRTIO_GPIO_STATUS_OK,
+    parse_irq_request, ParseError, Request, Response, EVENT_QUEUE, IRQ_REQUEST_SIZE, NUM_QUEUES,
+    REQUEST_QUEUE, REQUEST_SIZE, RESPONSE_SIZE, VIRTIO_GPIO_F_IRQ, VIRTIO_GPIO_IRQ_STATUS_INVALID,
+    VIRTIO_GPIO_IRQ_STATUS_VALID,
 };
 
 /// Largest queue the backend accepts.
@@ -90,6 +90,17 @@ impl GpioVring {
     /// True once a device observes this vring.
     pub fn observed(&self) -> bool {
         self.observer.get().is_some()
+    }
+
+    /// The observing device, if still there.
+    fn device(&self) -> Option<Arc<Device>> {
+        self.observer.get().and_then(Weak::upgrade)
+    }
+
+    /// The ring is started and enabled.
+    fn running(&self) -> bool {
+        let state = self.inner.get_ref();
+        state.is_enabled() && state.get_queue().ready()
     }
 }
 
@@ -131,8 +142,10 @@ impl VringT<Mem> for GpioVring {
     }
     fn set_enabled(&self, enabled: bool) {
         self.inner.set_enabled(enabled);
-        if !enabled {
-            if let Some(device) = self.observer.get().and_then(Weak::upgrade) {
+        if let Some(device) = self.device() {
+            if enabled {
+                device.start_serving();
+            } else {
                 device.guest_gone("ring disabled (SET_VRING_ENABLE 0 or reset)");
             }
         }
@@ -159,7 +172,13 @@ impl VringT<Mem> for GpioVring {
         self.inner.set_queue_event_idx(enabled)
     }
     fn set_queue_ready(&self, ready: bool) {
-        self.inner.set_queue_ready(ready)
+        self.inner.set_queue_ready(ready);
+        // Not ready: GET_VRING_BASE, which stop_vring reports.
+        if ready {
+            if let Some(device) = self.device() {
+                device.start_serving();
+            }
+        }
     }
     fn set_kick(&self, file: Option<std::fs::File>) {
         self.inner.set_kick(file)
@@ -195,26 +214,9 @@ pub enum ChainError {
         /// Bytes needed.
         need: usize,
     },
-    /// The response part is too short.
-    #[error("response buffer has {got} writable bytes, needs {need}")]
-    ShortResponse {
-        /// Bytes there.
-        got: usize,
-        /// Bytes needed.
-        need: usize,
-    },
     /// No device-writable buffer at all: the chain is dropped.
     #[error("no device-writable buffer")]
     NoResponseBuffer,
-    /// Writing the answer into guest memory failed.
-    #[error("writing the answer")]
-    Access(#[source] GuestMemoryError),
-    /// The model refused the request.
-    #[error("request refused")]
-    Model(#[source] ModelError),
-    /// Unknown request type.
-    #[error("unknown request type {0:#x}")]
-    Unsupported(u16),
 }
 
 /// The device-writable buffers of a chain, in chain order, empty ones left out.
@@ -383,61 +385,6 @@ impl<const N: usize> ChainScan<N> {
     }
 }
 
-/// A requestq answer, on the stack for every message but GET_NAMES (whose
-/// names block has the device's size).
-#[derive(Debug)]
-enum Answer {
-    /// A `virtio_gpio_response`.
-    Fixed(VirtioGpioResponse),
-    /// GET_NAMES: the status, then the names block (or an error padded to
-    /// that length).
-    Long(Vec<u8>),
-}
-
-impl Answer {
-    fn ok(value: u8) -> Answer {
-        Answer::Fixed(VirtioGpioResponse {
-            status: VIRTIO_GPIO_STATUS_OK,
-            value,
-        })
-    }
-
-    /// An error status, padded with zeros to the `len` bytes the request needs.
-    fn error(len: usize) -> Answer {
-        if len == RESPONSE_SIZE {
-            Answer::Fixed(VirtioGpioResponse {
-                status: VIRTIO_GPIO_STATUS_ERR,
-                value: 0,
-            })
-        } else {
-            let mut out = vec![0; len];
-            if let Some(status) = out.first_mut() {
-                *status = VIRTIO_GPIO_STATUS_ERR;
-            }
-            Answer::Long(out)
-        }
-    }
-
-    /// Turn the answer into a failure (the value bytes stay).
-    fn set_error(&mut self) {
-        match self {
-            Answer::Fixed(r) => r.status = VIRTIO_GPIO_STATUS_ERR,
-            Answer::Long(out) => {
-                if let Some(status) = out.first_mut() {
-                    *status = VIRTIO_GPIO_STATUS_ERR;
-                }
-            }
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Answer::Fixed(r) => r.as_slice(),
-            Answer::Long(out) => out,
-        }
-    }
-}
-
 /// One of the device's queues being drained.
 struct QueueOf<'a> {
     backend: &'a VhostUserGpioBackend,
@@ -449,23 +396,9 @@ struct QueueOf<'a> {
 impl QueueServer for QueueOf<'_> {
     fn serve(&mut self, chain: Chain) -> Served {
         if self.index == REQUEST_QUEUE {
-            match self.backend.serve_request(&chain, self.evq) {
-                Ok(len) => Served::Used(len),
-                Err(e) => {
-                    log::warn!(
-                        "{}: requestq head {}: {e}; dropped",
-                        self.backend.device.name(),
-                        chain.head_index()
-                    );
-                    Served::Used(0)
-                }
-            }
+            self.backend.serve_request(&chain, self.evq)
         } else {
-            // Only returned now when malformed or refused; else held.
-            match self.backend.serve_event(&chain, self.vring) {
-                Some(len) => Served::Used(len),
-                None => Served::Held,
-            }
+            self.backend.serve_event(&chain, self.vring)
         }
     }
 }
@@ -513,111 +446,78 @@ impl VhostUserGpioBackend {
 
     fn attach(&mut self, vrings: &[GpioVring]) {
         for v in vrings {
-            v.observe(&self.device);
+            if !v.observed() {
+                v.observe(&self.device);
+                // Started before the device could see it (not on a real connection: the
+                // device is attached before the frontend connects).
+                if v.running() {
+                    self.device.start_serving();
+                }
+            }
         }
         if let Some(tx) = self.ready.take() {
             let _ = tx.try_send(());
         }
     }
 
-    /// Serve one requestq chain; returns the used length.
-    fn serve_request(&self, chain: &Chain, evq: Option<&GpioVring>) -> Result<u32, ChainError> {
+    /// Serve one requestq chain: check it, parse it, hand it to the device,
+    /// write the answer.
+    fn serve_request(&self, chain: &Chain, evq: Option<&GpioVring>) -> Served {
         let mem = chain.memory();
-        let ChainScan { request, writable } = ChainScan::<REQUEST_SIZE>::new(chain)?;
-        let fail = |e: ChainError| -> Result<u32, ChainError> {
-            let len = writable.write_status(mem, Answer::error(RESPONSE_SIZE).bytes());
-            log::warn!(
-                "{}: requestq head {}: {e}; answered ERR",
-                self.device.name(),
-                chain.head_index()
-            );
-            Ok(len)
+        let name = self.device.name();
+        let head = chain.head_index();
+        let ChainScan { request, writable } = match ChainScan::<REQUEST_SIZE>::new(chain) {
+            Ok(scan) => scan,
+            Err(e) => {
+                log::warn!("{name}: requestq head {head}: {e}; dropped");
+                return Served::Used(0);
+            }
         };
-        let bytes = match request {
-            Ok(b) => b,
-            Err(e) => return fail(e),
-        };
-        let request = match Request::parse(&bytes) {
-            Ok(r) => r,
-            Err(ParseError::Short { got, expected }) => {
-                return fail(ChainError::ShortRequest {
+        let request = request.and_then(|bytes| {
+            Request::parse(&bytes).map_err(|ParseError::Short { got, expected }| {
+                ChainError::ShortRequest {
                     got,
                     need: expected,
-                })
-            }
-        };
-        let mut st = self.device.lock();
-        let names_size = st.model.names_block().len();
-        let need = request.response_size(names_size);
-        let room = writable.room;
-        if room < need {
-            drop(st);
-            return fail(ChainError::ShortResponse { got: room, need });
-        }
-        let negotiated = self.irq_negotiated();
-        let outcome: Result<(Answer, Effects<EventToken>), ChainError> = match request {
-            Request::GetNames => {
-                let mut out = Vec::with_capacity(need);
-                out.push(VIRTIO_GPIO_STATUS_OK);
-                out.extend_from_slice(st.model.names_block());
-                Ok((Answer::Long(out), Effects::default()))
-            }
-            Request::GetDirection { gpio } => st
-                .model
-                .get_direction(gpio)
-                .map(|d| (Answer::ok(d.to_wire()), Effects::default()))
-                .map_err(ChainError::Model),
-            Request::GetValue { gpio } => st
-                .model
-                .get_value(gpio)
-                .map(|v| (Answer::ok(u8::from(v)), Effects::default()))
-                .map_err(ChainError::Model),
-            Request::SetDirection { gpio, direction } => st
-                .model
-                .set_direction(gpio, direction)
-                .map(|e| (Answer::ok(0), e))
-                .map_err(ChainError::Model),
-            Request::SetValue { gpio, value } => st
-                .model
-                .set_value(gpio, value)
-                .map(|e| (Answer::ok(0), e))
-                .map_err(ChainError::Model),
-            Request::SetIrqType { gpio, irq_type } => st
-                .model
-                .set_irq_type(gpio, irq_type, negotiated)
-                .map(|e| (Answer::ok(0), e))
-                .map_err(ChainError::Model),
-            Request::Unsupported(t) => Err(ChainError::Unsupported(t)),
-        };
-        let (mut answer, effects) = match outcome {
-            Ok(v) => v,
+                }
+            })
+        });
+        let request = match request {
+            Ok(r) => r,
             Err(e) => {
-                drop(st);
-                log::warn!("{}: {request:?}: {e}; answered ERR", self.device.name());
-                return writable
-                    .write(mem, Answer::error(need).bytes())
-                    .map(|()| u32::try_from(need).unwrap_or(0))
-                    .map_err(ChainError::Access);
+                log::warn!("{name}: requestq head {head}: {e}; answered ERR");
+                return Served::Used(
+                    writable.write_status(mem, Response::error(RESPONSE_SIZE).bytes()),
+                );
             }
         };
-        // Causality: the WP line is in the shared file before the guest can see
-        // this answer.
-        if let Err(e) = st.publish(&effects) {
-            log::error!("{}: {request:?}: {e}", self.device.name());
-            answer.set_error();
+        match self
+            .device
+            .handle(request, writable.room, self.irq_negotiated())
+        {
+            Handled::Answer {
+                response,
+                completions,
+                generation,
+            } => {
+                if let Some(evq) = evq {
+                    self.complete(evq, completions, generation);
+                }
+                let out = response.bytes();
+                match writable.write(mem, out) {
+                    Ok(()) => Served::Used(u32::try_from(out.len()).unwrap_or(0)),
+                    Err(e) => {
+                        log::warn!("{name}: requestq head {head}: writing the answer: {e}");
+                        Served::Used(0)
+                    }
+                }
+            }
+            Handled::Error(response) => Served::Used(writable.write_status(mem, response.bytes())),
+            Handled::NotServing => Served::Refused,
         }
-        let generation = st.generation();
-        drop(st);
-        if let Some(evq) = evq {
-            self.complete(evq, effects.completions, generation);
-        }
-        let out = answer.bytes();
-        writable.write(mem, out).map_err(ChainError::Access)?;
-        Ok(u32::try_from(out.len()).unwrap_or(0))
     }
 
-    /// Serve one eventq chain: hand the buffer to the model (unmask).
-    fn serve_event(&self, chain: &Chain, evq: &GpioVring) -> Option<u32> {
+    /// Serve one eventq chain: hand the buffer to the device (unmask).
+    fn serve_event(&self, chain: &Chain, evq: &GpioVring) -> Served {
         let mem = chain.memory();
         let head = chain.head_index();
         let name = self.device.name();
@@ -625,12 +525,12 @@ impl VhostUserGpioBackend {
             Ok(scan) => scan,
             Err(e) => {
                 log::warn!("{name}: eventq head {head}: {e}; dropped");
-                return Some(0);
+                return Served::Used(0);
             }
         };
         let invalid = |e: &dyn std::fmt::Display| {
             log::warn!("{name}: eventq head {head}: {e}; returned INVALID");
-            Some(writable.write_status(mem, &[VIRTIO_GPIO_IRQ_STATUS_INVALID]))
+            Served::Used(writable.write_status(mem, &[VIRTIO_GPIO_IRQ_STATUS_INVALID]))
         };
         let bytes = match request {
             Ok(b) => b,
@@ -644,26 +544,16 @@ impl VhostUserGpioBackend {
         let Some(status_addr) = writable.first_addr() else {
             return invalid(&ChainError::NoResponseBuffer);
         };
-        let mut st = self.device.lock();
-        let token = EventToken {
-            head,
-            status_addr,
-            generation: st.generation(),
-        };
-        match st.model.queue_irq_buffer(gpio, token) {
-            Ok(effects) => {
-                if let Err(e) = st.publish(&effects) {
-                    log::error!("{name}: {e}");
-                }
-                let generation = st.generation();
-                drop(st);
-                self.complete(evq, effects.completions, generation);
-                None
+        match self.device.queue_irq(gpio, head, status_addr) {
+            Queued::Held {
+                completions,
+                generation,
+            } => {
+                self.complete(evq, completions, generation);
+                Served::Held
             }
-            Err((_token, e)) => {
-                drop(st);
-                invalid(&e)
-            }
+            Queued::Invalid(e) => invalid(&e),
+            Queued::NotServing => Served::Refused,
         }
     }
 
@@ -740,10 +630,7 @@ impl VhostUserGpioBackend {
     /// Return the eventq buffers the control socket released.
     fn process_device_event(&self, vrings: &[GpioVring]) {
         self.device.consume_wake();
-        let (pending, generation) = {
-            let mut st = self.device.lock();
-            (st.take_pending(), st.generation())
-        };
+        let (pending, generation) = self.device.take_pending();
         if pending.is_empty() {
             return;
         }
@@ -794,10 +681,7 @@ impl VhostUserBackendMut for VhostUserGpioBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        let (ngpio, names) = {
-            let st = self.device.lock();
-            (st.model.ngpio(), st.model.names_size())
-        };
+        let (ngpio, names) = self.device.config();
         let config = crate::protocol::encode_config(ngpio, names);
         crate::protocol::config_slice(&config, offset, size).unwrap_or_else(|| {
             log::warn!(

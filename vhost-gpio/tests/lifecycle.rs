@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::frontend::{Buf, FrontendOptions, TestFrontend};
-use common::testutil::ChildGuard;
+use common::testutil::{wait_until, ChildGuard};
 use vhost_gpio::protocol::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -135,4 +135,115 @@ fn stop_while_busy_is_answered_promptly() {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// How the guest goes away in a WP race trial.
+#[derive(Clone, Copy, Debug)]
+enum GoAway {
+    /// The frontend closes the socket mid-batch.
+    Close,
+    /// It closes the socket, then writes the kick eventfd.
+    CloseThenKick,
+    /// SET_VRING_ENABLE(0, false) mid-batch.
+    DisableRing,
+}
+
+/// Trials per way of going away: 70 each (210 in all) by default; VGN_WP_TRIALS overrides.
+fn wp_trials() -> usize {
+    std::env::var("VGN_WP_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(70)
+}
+
+/// Queues (no kick) the batch: wp=0, then SET_DIRECTION OUT/IN alternately, ending OUT, so
+/// that the line ends driven low if the whole batch lands.
+fn queue_wp_batch(fe: &mut TestFrontend, n: usize) {
+    let out = u32::from(VIRTIO_GPIO_DIRECTION_OUT);
+    let inp = u32::from(VIRTIO_GPIO_DIRECTION_IN);
+    let first = Request::encode(VIRTIO_GPIO_MSG_SET_VALUE, 0, 0);
+    fe.submit(0, &[Buf::Out(&first), Buf::In(2)], true).unwrap();
+    for i in 0..n {
+        let dir = if (n - i) % 2 == 1 { out } else { inp };
+        let r = Request::encode(VIRTIO_GPIO_MSG_SET_DIRECTION, 0, dir);
+        fe.submit(0, &[Buf::Out(&r), Buf::In(2)], true).unwrap();
+    }
+}
+
+/// Defect 2: once the ring is stopped or disabled or the connection is gone, no request may
+/// change the WP line. Trials with the batch of toggles in flight when the guest goes away:
+/// the state file (what the EEPROM backend reads) must come to show the pull, undriven, and
+/// still show exactly that 30 ms later (no publish after the release).
+#[test]
+fn wp_is_released_whatever_the_order_of_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let wp = dir.path().join("wp.state");
+    let wp_arg = wp.display().to_string();
+    let g = Gpio::start("wp,a,b", &["--wp-line", "wp", "--wp-state", &wp_arg]);
+    let trials = wp_trials();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for how in [GoAway::Close, GoAway::CloseThenKick, GoAway::DisableRing] {
+        let mut landed = 0;
+        let mut mid_batch = 0;
+        let mut slowest = Duration::ZERO;
+        for trial in 0..trials {
+            // xorshift: a delay of 0..3000 us after the kick.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let delay = Duration::from_micros(rng % 3000);
+            let mut fe = g.connect(opts(1024, 256));
+            let marker = match how {
+                GoAway::DisableRing => "ring disabled",
+                GoAway::Close | GoAway::CloseThenKick => "connection closed",
+            };
+            let before = count(&g.child.log(), marker);
+            queue_wp_batch(&mut fe, 999);
+            match how {
+                GoAway::Close | GoAway::DisableRing => {
+                    fe.kick(0).unwrap();
+                    std::thread::sleep(delay);
+                }
+                GoAway::CloseThenKick => {}
+            }
+            match how {
+                GoAway::Close => fe.hang_up().unwrap(),
+                GoAway::CloseThenKick => {
+                    fe.hang_up().unwrap();
+                    std::thread::sleep(delay);
+                    fe.kick(0).unwrap();
+                }
+                GoAway::DisableRing => fe.set_vring_enable(0, false).unwrap(),
+            }
+            // The device logs the lifecycle event once it has closed the gate and released
+            // the line; from then on nothing may drive the line (the sequence would move).
+            let t0 = Instant::now();
+            let seen = wait_until(Duration::from_secs(5), || {
+                (count(&g.child.log(), marker) > before).then_some(())
+            });
+            slowest = slowest.max(t0.elapsed());
+            assert!(seen.is_some(), "{how:?}: the device never saw the guest go");
+            let reader = common::wp::WpReader::open(&wp).unwrap();
+            let released = reader.read().unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            let after = reader.read().unwrap();
+            let mut served = 0;
+            while let Ok(Some(_)) = fe.poll_used(0) {
+                served += 1;
+            }
+            if served > 0 && served < 1000 {
+                mid_batch += 1;
+            }
+            if !released.level || released.driven || after != released {
+                landed += 1;
+                eprintln!("{how:?} trial {trial}: WP released as {released:?}, then {after:?}");
+            }
+            fe.disconnect();
+        }
+        eprintln!(
+            "{how:?}: {landed} of {trials} trials drove the WP line after its release \
+             ({mid_batch} went away mid-batch; release logged within {slowest:?})"
+        );
+        assert_eq!(landed, 0, "{how:?}\n{}", tail(&g.child.log()));
+    }
 }
