@@ -27,6 +27,7 @@ use std::io;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock, Weak};
 
+use common::daemon::ExitEvent;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{
     VhostUserBackendMut, VringRwLock, VringStateGuard, VringStateMutGuard, VringT,
@@ -42,9 +43,7 @@ use vm_memory::{
     GuestMemoryMmap, Permissions,
 };
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::device::{Device, EventToken, Handled, Queued};
 use crate::model::{Completion, IrqStatus};
@@ -409,8 +408,7 @@ pub struct VhostUserGpioBackend {
     mem: Option<Mem>,
     event_idx: bool,
     acked_features: u64,
-    exit_rx: EventConsumer,
-    exit_tx: EventNotifier,
+    exit: ExitEvent,
     ready: Option<SyncSender<()>>,
 }
 
@@ -427,17 +425,15 @@ impl std::fmt::Debug for VhostUserGpioBackend {
 impl VhostUserGpioBackend {
     /// A backend for `device`. `ready` gets one message once the backend has
     /// attached the device to its vrings (the first event it handles).
-    pub fn new(device: Arc<Device>, ready: Option<SyncSender<()>>) -> io::Result<Self> {
-        let (exit_rx, exit_tx) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
-        Ok(VhostUserGpioBackend {
+    pub fn new(device: Arc<Device>, ready: Option<SyncSender<()>>) -> Self {
+        VhostUserGpioBackend {
             device,
             mem: None,
             event_idx: false,
             acked_features: 0,
-            exit_rx,
-            exit_tx,
+            exit: ExitEvent::default(),
             ready,
-        })
+        }
     }
 
     fn irq_negotiated(&self) -> bool {
@@ -699,13 +695,7 @@ impl VhostUserBackendMut for VhostUserGpioBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match (self.exit_rx.try_clone(), self.exit_tx.try_clone()) {
-            (Ok(rx), Ok(tx)) => Some((rx, tx)),
-            (Err(e), _) | (_, Err(e)) => {
-                log::error!("{}: cloning the exit eventfd: {e}", self.device.name());
-                None
-            }
-        }
+        self.exit.for_worker()
     }
 
     fn stop_vring(&mut self, queue_index: u32) -> io::Result<()> {
@@ -792,7 +782,7 @@ mod tests {
                 },
             ];
             let device = Arc::new(Device::new("test", &lines, None).unwrap());
-            let mut backend = VhostUserGpioBackend::new(device.clone(), None).unwrap();
+            let mut backend = VhostUserGpioBackend::new(device.clone(), None);
             backend.update_memory(mem.clone()).unwrap();
             let mut features = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
             if irq {

@@ -642,7 +642,11 @@ fn command_line_errors() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("binding vhost-user socket"));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("vhost-user socket") && msg.contains("/nonexistent-dir/x.sock"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -7,6 +7,10 @@
 use std::io;
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::daemon::ExitEvent;
 use common::vq::{drain, walk, Chain, ChainShapeError, QueueServer, Served};
 use log::{debug, error, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -18,9 +22,7 @@ use virtio_bindings::bindings::virtio_ring::{
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::model::{Bus, Op, WpPin};
 use crate::protocol::{
@@ -87,6 +89,10 @@ pub struct I2cEepromBackend {
     descs: Vec<Descriptor>,
     /// The data of the read being served (kept to reuse).
     read_buf: Vec<u8>,
+    /// The worker exit event of the current daemon.
+    exit: ExitEvent,
+    /// Set on SIGTERM: no more chains are served.
+    stopping: Arc<AtomicBool>,
 }
 
 impl I2cEepromBackend {
@@ -101,6 +107,26 @@ impl I2cEepromBackend {
             mem: None,
             descs: Vec::new(),
             read_buf: Vec::new(),
+            exit: ExitEvent::default(),
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set it to stop serving chains (the worker then ends its loop at once), before
+    /// [`I2cEepromBackend::shut_down`].
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
+    /// A clean exit: end any open transaction without a STOP (as a power-off does: no write
+    /// cycle starts) and make every write cycle so far durable.
+    pub fn shut_down(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        self.bus.abort();
+        for image in &self.images {
+            if let Err(e) = image.flush() {
+                error!("{e}");
+            }
         }
     }
 
@@ -278,6 +304,9 @@ impl I2cEepromBackend {
 
 impl QueueServer for I2cEepromBackend {
     fn serve(&mut self, chain: Chain) -> Served {
+        if self.stopping.load(Ordering::Acquire) {
+            return Served::Refused;
+        }
         let mem = chain.memory();
         // Reused from chain to chain: serving a chain allocates nothing here.
         let mut descs = std::mem::take(&mut self.descs);
@@ -343,13 +372,7 @@ impl VhostUserBackendMut for I2cEepromBackend {
     /// A fresh exit event for each worker: the worker of one connection must
     /// end when its daemon is dropped, or the next connection never starts.
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
-            Ok(pair) => Some(pair),
-            Err(e) => {
-                error!("creating a worker exit event failed: {e}");
-                None
-            }
-        }
+        self.exit.for_worker()
     }
 
     fn handle_event(
