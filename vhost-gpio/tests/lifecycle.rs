@@ -4,12 +4,12 @@
 //! reset, or the connection closed, while many requests are in flight; a second instance;
 //! socket permissions; many connections.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::frontend::{Buf, FrontendOptions, TestFrontend};
-use common::testutil::{wait_until, ChildGuard};
+use common::testutil::{fd_count, socket_activated, wait_until, with_shell_prelude, ChildGuard};
 use vhost_gpio::protocol::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -23,15 +23,18 @@ struct Gpio {
 }
 
 impl Gpio {
+    /// `vhost-gpio --socket-path DIR/gpio.sock --lines LINES` and `extra`, where `{dir}`
+    /// stands for the temp dir.
     fn start(lines: &str, extra: &[&str]) -> Gpio {
         let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vhost-gpio"));
         cmd.env("RUST_LOG", "info")
             .arg("--socket-path")
             .arg(dir.path().join("gpio.sock"))
             .arg("--lines")
             .arg(lines)
-            .args(extra);
+            .args(extra.iter().map(|a| a.replace("{dir}", &d)));
         Gpio {
             child: ChildGuard::spawn(cmd).unwrap(),
             dir,
@@ -246,4 +249,270 @@ fn wp_is_released_whatever_the_order_of_events() {
         );
         assert_eq!(landed, 0, "{how:?}\n{}", tail(&g.child.log()));
     }
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-gpio");
+
+fn spawn(cmd: Command) -> ChildGuard {
+    ChildGuard::spawn(cmd).unwrap()
+}
+
+/// Connections for the descriptor-leak test (VGN_CONNECTIONS overrides).
+fn connections() -> usize {
+    std::env::var("VGN_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// Defect 3: every connection leaked one eventfd (vhost-user-backend 0.24's exit event).
+#[test]
+fn connections_do_not_leak_descriptors() {
+    let g = Gpio::start("4", &[]);
+    let pid = g.child.pid();
+    let mut fe = g.connect(opts(64, 256));
+    fe.request(
+        0,
+        &[
+            Buf::Out(&Request::encode(VIRTIO_GPIO_MSG_GET_VALUE, 0, 0)),
+            Buf::In(2),
+        ],
+        T,
+    )
+    .unwrap();
+    fe.disconnect();
+    // Let the first connection end before counting.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = fd_count(pid);
+    let n = connections();
+    for _ in 0..n {
+        g.connect(opts(64, 256)).disconnect();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = fd_count(pid);
+    eprintln!("descriptors: {before} before, {after} after {n} connections");
+    assert!(
+        after <= before + 2,
+        "{before} -> {after} after {n} connections"
+    );
+}
+
+/// Defect 3, the other half: when descriptors run out the frontend is refused (its
+/// connection closed) and the error logged, instead of a silent hang.
+#[test]
+fn out_of_descriptors_refuses_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("gpio.sock");
+    let mut cmd = with_shell_prelude("ulimit -n 40", Path::new(BIN));
+    cmd.env("RUST_LOG", "info")
+        .arg("--socket-path")
+        .arg(&sock)
+        .args(["--lines", "4"]);
+    let g = spawn(cmd);
+    assert!(wait_until(T, || sock.exists().then_some(())).is_some());
+    let t0 = Instant::now();
+    let err = TestFrontend::connect(&sock, opts(64, 256), T).unwrap_err();
+    let took = t0.elapsed();
+    eprintln!("refused in {took:?}: {err}");
+    assert!(
+        !matches!(err, common::frontend::FrontendError::NoReply(_)),
+        "hung: {err}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let logged = wait_until(T, || g.log().contains("file descriptors").then_some(()));
+    assert!(logged.is_some(), "{}", g.log());
+}
+
+/// Defect 6: a second instance on a live socket (or control socket) is refused and the
+/// first one keeps serving; a stale socket is replaced.
+#[test]
+fn a_second_instance_is_refused() {
+    let g = Gpio::start("4", &["--control-socket", "{dir}/CTL"]);
+    let sock = g.path("gpio.sock");
+    assert!(wait_until(T, || g.path("CTL").exists().then_some(())).is_some());
+    let second = |args: &[&std::ffi::OsStr]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--lines", "2"])
+            .output()
+            .unwrap()
+    };
+    let other = g.path("other.sock");
+    let ctl = g.path("CTL");
+    for args in [
+        vec![std::ffi::OsStr::new("--socket-path"), sock.as_os_str()],
+        vec![
+            std::ffi::OsStr::new("--socket-path"),
+            other.as_os_str(),
+            std::ffi::OsStr::new("--control-socket"),
+            ctl.as_os_str(),
+        ],
+    ] {
+        let out = second(&args);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {msg}");
+        assert!(msg.contains("in use by a live backend"), "{args:?}: {msg}");
+    }
+    // The first one still serves.
+    let mut fe = g.connect(opts(64, 256));
+    fe.request(
+        0,
+        &[
+            Buf::Out(&Request::encode(VIRTIO_GPIO_MSG_GET_VALUE, 0, 0)),
+            Buf::In(2),
+        ],
+        T,
+    )
+    .unwrap();
+    // --control-socket equal to --socket-path.
+    let out = Command::new(BIN)
+        .arg("--socket-path")
+        .arg(&other)
+        .arg("--control-socket")
+        .arg(&other)
+        .args(["--lines", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("also the vhost-user socket"));
+    // A stale socket (its backend killed) is replaced.
+    drop(fe);
+    let Gpio { mut child, dir } = g;
+    child.kill9().unwrap();
+    assert!(sock.exists());
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--socket-path").arg(&sock).args(["--lines", "4"]);
+    let _g2 = spawn(cmd);
+    let mut fe = TestFrontend::connect(&sock, opts(64, 256), T).unwrap();
+    fe.request(
+        0,
+        &[
+            Buf::Out(&Request::encode(VIRTIO_GPIO_MSG_GET_VALUE, 0, 0)),
+            Buf::In(2),
+        ],
+        T,
+    )
+    .unwrap();
+    drop(dir);
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Defect 7: under umask 000 the sockets were created 0777.
+#[test]
+fn sockets_are_owner_only_whatever_the_umask() {
+    for (extra, want) in [(&[][..], 0o600), (&["--socket-mode", "0660"][..], 0o660)] {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("gpio.sock");
+        let ctl = dir.path().join("ctl.sock");
+        let mut cmd = with_shell_prelude("umask 000", Path::new(BIN));
+        cmd.arg("--socket-path")
+            .arg(&sock)
+            .arg("--control-socket")
+            .arg(&ctl)
+            .args(["--lines", "2"])
+            .args(extra);
+        let _g = spawn(cmd);
+        assert!(wait_until(T, || (sock.exists() && ctl.exists()).then_some(())).is_some());
+        assert_eq!(mode(&sock), want, "{extra:?}");
+        assert_eq!(mode(&ctl), want, "{extra:?}");
+    }
+}
+
+/// SIGTERM with the WP line driven low and requests in flight: a quick exit 0, the line
+/// released, the sockets gone.
+#[test]
+fn sigterm_is_a_quick_clean_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let wp = dir.path().join("wp.state");
+    let wp_arg = wp.display().to_string();
+    let mut g = Gpio::start(
+        "wp,a",
+        &[
+            "--wp-line",
+            "wp",
+            "--wp-state",
+            &wp_arg,
+            "--control-socket",
+            "{dir}/CTL",
+        ],
+    );
+    let mut fe = g.connect(opts(1024, 256));
+    let out = u32::from(VIRTIO_GPIO_DIRECTION_OUT);
+    for (t, v) in [
+        (VIRTIO_GPIO_MSG_SET_VALUE, 0),
+        (VIRTIO_GPIO_MSG_SET_DIRECTION, out),
+    ] {
+        let c = fe
+            .request(0, &[Buf::Out(&Request::encode(t, 0, v)), Buf::In(2)], T)
+            .unwrap();
+        assert_eq!(c.ins[0][0], VIRTIO_GPIO_STATUS_OK);
+    }
+    let reader = common::wp::WpReader::open(&wp).unwrap();
+    assert!(!reader.read().unwrap().level, "driven low");
+    queue_wp_batch(&mut fe, 999);
+    fe.kick(0).unwrap();
+    let t0 = Instant::now();
+    let status = g.child.terminate(T).unwrap();
+    let took = t0.elapsed();
+    eprintln!("exit on SIGTERM with requests in flight: {status:?} after {took:?}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g.child.log());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let s = reader.read().unwrap();
+    assert!(s.level && !s.driven && !s.writer_alive, "{s:?}");
+    assert!(!g.path("gpio.sock").exists());
+    assert!(!g.path("CTL").exists());
+}
+
+/// QEMU's backend program conventions: --print-capabilities.
+#[test]
+fn prints_its_capabilities() {
+    let out = Command::new(BIN)
+        .arg("--print-capabilities")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"type": "gpio", "features": []}));
+}
+
+/// Socket activation as systemd does it, with the shipped unit files: the .socket's
+/// ListenStream bound by the "manager", the .service's ExecStart run with it as fd 3.
+#[test]
+fn socket_activation_with_the_shipped_units() {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = common::testutil::SystemdUnit::load(
+        &units.join("vhost-gpio@.socket"),
+        &units.join("vhost-gpio@.service"),
+        "test0",
+        dir.path(),
+    );
+    std::fs::create_dir_all(unit.listen.parent().unwrap()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&unit.listen).unwrap();
+    let mut cmd = socket_activated(Path::new(BIN), &listener);
+    cmd.env("RUST_LOG", "info").args(&unit.args);
+    let mut child = spawn(cmd);
+    drop(listener);
+    let mut fe = TestFrontend::connect(&unit.listen, opts(64, 256), T)
+        .unwrap_or_else(|e| panic!("{e}\n{}", child.log()));
+    let c = fe
+        .request(
+            0,
+            &[
+                Buf::Out(&Request::encode(VIRTIO_GPIO_MSG_GET_VALUE, 0, 0)),
+                Buf::In(2),
+            ],
+            T,
+        )
+        .unwrap();
+    assert_eq!(c.ins[0][0], VIRTIO_GPIO_STATUS_OK);
+    fe.disconnect();
+    // A stop (SIGTERM, systemd's default) is a clean exit; the socket belongs to systemd.
+    let status = child.terminate(T).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", child.log());
+    assert!(unit.listen.exists());
 }

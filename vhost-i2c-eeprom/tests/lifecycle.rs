@@ -4,12 +4,12 @@
 //! requests are in flight, the guest memory after a disconnect, a looping chain, a second
 //! instance, socket and image permissions, many connections.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::frontend::{Buf, FrontendOptions, TestFrontend};
-use common::testutil::{wait_until, ChildGuard};
+use common::testutil::{fd_count, socket_activated, wait_until, with_shell_prelude, ChildGuard};
 
 const T: Duration = Duration::from_secs(10);
 const F_ZERO_LENGTH: u64 = 1 << 0;
@@ -197,4 +197,202 @@ fn guest_memory_is_unmapped_after_disconnect() {
     // And the next frontend is served.
     let mut fe = e.connect(opts(64, 4096));
     read_ok(&mut fe);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-i2c-eeprom");
+
+/// Connections for the descriptor-leak test (VGN_CONNECTIONS overrides).
+fn connections() -> usize {
+    std::env::var("VGN_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+/// Defect 3: every connection leaked one eventfd (vhost-user-backend 0.24's exit event).
+#[test]
+fn connections_do_not_leak_descriptors() {
+    let e = Eeprom::start(&[]);
+    let pid = e.child.pid();
+    let mut fe = e.connect(opts(64, 4096));
+    read_ok(&mut fe);
+    fe.disconnect();
+    std::thread::sleep(Duration::from_millis(100));
+    let before = fd_count(pid);
+    let n = connections();
+    for _ in 0..n {
+        e.connect(opts(64, 4096)).disconnect();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = fd_count(pid);
+    eprintln!("descriptors: {before} before, {after} after {n} connections");
+    assert!(
+        after <= before + 2,
+        "{before} -> {after} after {n} connections"
+    );
+}
+
+fn eeprom_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--socket-path".into(),
+        dir.join("i2c.sock").display().to_string(),
+        "--eeprom".into(),
+        format!(
+            "model=24c512,addr=0x50,file={}",
+            dir.join("e.bin").display()
+        ),
+    ]
+}
+
+/// Defect 3, the other half: when descriptors run out the frontend is refused (its
+/// connection closed) and the error logged, instead of a silent hang.
+#[test]
+fn out_of_descriptors_refuses_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("i2c.sock");
+    let mut cmd = with_shell_prelude("ulimit -n 40", Path::new(BIN));
+    cmd.env("RUST_LOG", "info").args(eeprom_args(dir.path()));
+    let child = ChildGuard::spawn(cmd).unwrap();
+    assert!(wait_until(T, || sock.exists().then_some(())).is_some());
+    let t0 = Instant::now();
+    let err = TestFrontend::connect(&sock, opts(64, 4096), T).unwrap_err();
+    let took = t0.elapsed();
+    eprintln!("refused in {took:?}: {err}");
+    assert!(
+        !matches!(err, common::frontend::FrontendError::NoReply(_)),
+        "hung: {err}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let logged = wait_until(T, || child.log().contains("file descriptors").then_some(()));
+    assert!(logged.is_some(), "{}", child.log());
+}
+
+/// Defect 6: a second instance on a live socket is refused and the first keeps serving; a
+/// stale socket is replaced.
+#[test]
+fn a_second_instance_is_refused() {
+    let mut e = Eeprom::start(&[]);
+    let sock = e.path("i2c.sock");
+    let mut fe = e.connect(opts(64, 4096));
+    let out = Command::new(BIN)
+        .arg("--socket-path")
+        .arg(&sock)
+        .arg("--eeprom")
+        .arg(format!(
+            "model=24c02,addr=0x50,file={}",
+            e.path("other.bin").display()
+        ))
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("in use by a live backend"), "{msg}");
+    read_ok(&mut fe);
+    drop(fe);
+    // Stale: the backend killed, its socket left behind.
+    e.child.kill9().unwrap();
+    assert!(sock.exists());
+    let mut cmd = Command::new(BIN);
+    cmd.args(eeprom_args(e.dir.path()));
+    let again = ChildGuard::spawn(cmd).unwrap();
+    let mut fe = TestFrontend::connect(&sock, opts(64, 4096), T)
+        .unwrap_or_else(|err| panic!("{err}\n{}", again.log()));
+    read_ok(&mut fe);
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// Defect 7: under umask 000 the socket was created 0777 and the image 0666.
+#[test]
+fn socket_and_image_are_owner_only_whatever_the_umask() {
+    for (extra, want) in [(&[][..], 0o600), (&["--socket-mode", "0660"][..], 0o660)] {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("i2c.sock");
+        let mut cmd = with_shell_prelude("umask 000", Path::new(BIN));
+        cmd.args(eeprom_args(dir.path())).args(extra);
+        let _child = ChildGuard::spawn(cmd).unwrap();
+        assert!(wait_until(T, || sock.exists().then_some(())).is_some());
+        assert_eq!(mode(&sock), want, "{extra:?}");
+        assert_eq!(mode(&dir.path().join("e.bin")), 0o600);
+    }
+}
+
+/// SIGTERM with requests in flight: a quick exit 0, acknowledged writes in the image, the
+/// socket gone.
+#[test]
+fn sigterm_is_a_quick_clean_exit() {
+    let mut e = Eeprom::start(&[]);
+    let mut fe = e.connect(opts(1024, 66 * 1024));
+    // Write 4 bytes at 0x0100 (a 24c512 page), acknowledged.
+    let h = hdr(0x50, 0);
+    let c = fe
+        .request(
+            0,
+            &[
+                Buf::Out(&h),
+                Buf::Out(&[0x01, 0x00, 1, 2, 3, 4]),
+                Buf::In(1),
+            ],
+            T,
+        )
+        .unwrap();
+    assert_eq!(c.ins[0][0], OK);
+    let rd = hdr(0x50, M_RD);
+    for _ in 0..1000 {
+        fe.submit(0, &[Buf::Out(&rd), Buf::In(65535), Buf::In(1)], true)
+            .unwrap();
+    }
+    fe.kick(0).unwrap();
+    let t0 = Instant::now();
+    let status = e.child.terminate(T).unwrap();
+    let took = t0.elapsed();
+    eprintln!("exit on SIGTERM with requests in flight: {status:?} after {took:?}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", e.child.log());
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let image = std::fs::read(e.path("e.bin")).unwrap();
+    assert_eq!(&image[0x100..0x104], &[1, 2, 3, 4]);
+    assert!(!e.path("i2c.sock").exists());
+}
+
+/// QEMU's backend program conventions: --print-capabilities.
+#[test]
+fn prints_its_capabilities() {
+    let out = Command::new(BIN)
+        .arg("--print-capabilities")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"type": "i2c", "features": []}));
+}
+
+/// Socket activation as systemd does it, with the shipped unit files.
+#[test]
+fn socket_activation_with_the_shipped_units() {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let unit = common::testutil::SystemdUnit::load(
+        &units.join("vhost-i2c-eeprom@.socket"),
+        &units.join("vhost-i2c-eeprom@.service"),
+        "test0",
+        dir.path(),
+    );
+    for sub in ["vhost-i2c-eeprom", "vhost-gpio"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&unit.listen).unwrap();
+    let mut cmd = socket_activated(Path::new(BIN), &listener);
+    cmd.env("RUST_LOG", "info").args(&unit.args);
+    let mut child = ChildGuard::spawn(cmd).unwrap();
+    drop(listener);
+    let mut fe = TestFrontend::connect(&unit.listen, opts(64, 4096), T)
+        .unwrap_or_else(|err| panic!("{err}\n{}", child.log()));
+    read_ok(&mut fe);
+    fe.disconnect();
+    let status = child.terminate(T).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", child.log());
+    assert!(unit.listen.exists(), "the socket belongs to the manager");
 }
