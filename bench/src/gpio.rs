@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
+use test_kit::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
 
 use crate::stats::Tally;
 use crate::{BenchError, Result, TIMEOUT};

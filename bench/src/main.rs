@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! `vhost-bench`: measures a virtio-gpio or virtio-i2c vhost-user backend over its socket,
-//! playing QEMU and the guest driver with `common::frontend::TestFrontend`.
+//! playing QEMU and the guest driver with `test_kit::frontend::TestFrontend`.
 
 mod gpio;
 mod i2c;
@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use common::frontend::{FrontendError, FrontendOptions, TestFrontend};
 use serde::Serialize;
+use test_kit::frontend::{FrontendError, FrontendOptions, TestFrontend};
 
 use stats::{ProcSample, RunResult, Tally};
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
-use common::testutil::{wait_until, ChildGuard};
 use common::wp::WpReader;
+use test_kit::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
+use test_kit::testutil::{wait_until, ChildGuard};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_gpio::control::ControlClient;
 use vhost_gpio::protocol::*;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::frontend::{Buf, FrontendOptions, TestFrontend};
-use common::testutil::{fd_count, socket_activated, wait_until, with_shell_prelude, ChildGuard};
+use test_kit::frontend::{Buf, FrontendOptions, TestFrontend};
+use test_kit::testutil::{fd_count, socket_activated, wait_until, with_shell_prelude, ChildGuard};
 use vhost_gpio::protocol::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -315,7 +315,7 @@ fn out_of_descriptors_refuses_the_connection() {
     let took = t0.elapsed();
     eprintln!("refused in {took:?}: {err}");
     assert!(
-        !matches!(err, common::frontend::FrontendError::NoReply(_)),
+        !matches!(err, test_kit::frontend::FrontendError::NoReply(_)),
         "hung: {err}"
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -485,7 +485,7 @@ fn prints_its_capabilities() {
 fn socket_activation_with_the_shipped_units() {
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
     let dir = tempfile::tempdir().unwrap();
-    let unit = common::testutil::SystemdUnit::load(
+    let unit = test_kit::testutil::SystemdUnit::load(
         &units.join("vhost-gpio@.socket"),
         &units.join("vhost-gpio@.service"),
         "test0",
