@@ -22,6 +22,14 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 
+/// Feature bits both backends offer beside their device's own: VIRTIO_F_VERSION_1,
+/// VIRTIO_RING_F_INDIRECT_DESC, VIRTIO_RING_F_EVENT_IDX and vhost-user's
+/// VHOST_USER_F_PROTOCOL_FEATURES.
+pub const RING_FEATURES: u64 = (1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1)
+    | (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC)
+    | (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX)
+    | vhost::vhost_user::message::VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
 /// The guest memory type both backends use.
 pub type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 /// A descriptor chain popped from a queue.

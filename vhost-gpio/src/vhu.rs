@@ -28,13 +28,9 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock, Weak};
 
 use common::daemon::ExitEvent;
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{
     VhostUserBackendMut, VringRwLock, VringStateGuard, VringStateMutGuard, VringT,
-};
-use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::bindings::virtio_ring::{
-    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
@@ -61,7 +57,7 @@ pub const MAX_CHAIN_DESCRIPTORS: usize = 16;
 pub const DEVICE_EVENT: u16 = 3;
 const _: () = assert!(DEVICE_EVENT as usize > NUM_QUEUES);
 
-use common::vq::{drain, signal, Chain, Mem, QueueServer, Served};
+use common::vq::{drain, signal, Chain, Mem, QueueServer, Served, RING_FEATURES};
 
 /// A `VringRwLock` that tells the device when the frontend disables it
 /// (`SET_VRING_ENABLE 0`, or a device reset), which the library reports to no
@@ -650,11 +646,7 @@ impl VhostUserBackendMut for VhostUserGpioBackend {
     }
 
     fn features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | (1 << VIRTIO_GPIO_F_IRQ)
-            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        RING_FEATURES | (1 << VIRTIO_GPIO_F_IRQ)
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -737,6 +729,8 @@ mod tests {
     use crate::model::LineSpec;
     use crate::protocol::*;
     use common::line::Pull;
+    use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+    use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
     use virtio_bindings::bindings::virtio_ring::{
         VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };

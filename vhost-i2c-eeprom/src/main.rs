@@ -19,37 +19,53 @@ use vhost_i2c_eeprom::config::{Cli, Config, ConfigError, SocketConfig};
 use vhost_i2c_eeprom::model::{At24, Bus, ModelError};
 use vhost_i2c_eeprom::serve::I2cConnections;
 use vhost_i2c_eeprom::storage::{Image, StorageError};
-use vhost_i2c_eeprom::vhu::{I2cEepromBackend, WpSource};
+use vhost_i2c_eeprom::vhu::{VhostUserI2cBackend, WpSource};
 
 /// Why `vhost-i2c-eeprom` could not serve.
 #[derive(Debug, thiserror::Error)]
 enum MainError {
     #[error("invalid command line")]
     Config(#[source] ConfigError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("bus {0}")]
-    Model(String, #[source] ModelError),
-    #[error("bus {0}")]
-    Wp(String, #[source] WpError),
-    #[error("bus {0}")]
-    Socket(String, #[source] DaemonError),
+    #[error("bus {name}")]
+    Bus {
+        name: String,
+        #[source]
+        source: BusError,
+    },
     #[error(transparent)]
     Daemon(#[from] DaemonError),
 }
 
-type Backend = Arc<RwLock<I2cEepromBackend>>;
+/// What went wrong with one bus.
+#[derive(Debug, thiserror::Error)]
+enum BusError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Wp(#[from] WpError),
+    #[error(transparent)]
+    Socket(#[from] DaemonError),
+}
 
-fn open_bus(sock: &SocketConfig, config: &Config) -> Result<Backend, MainError> {
+fn bus_err(name: &str) -> impl FnOnce(BusError) -> MainError + '_ {
+    move |source| MainError::Bus {
+        name: name.to_string(),
+        source,
+    }
+}
+
+type Backend = Arc<RwLock<VhostUserI2cBackend>>;
+
+fn open_bus(sock: &SocketConfig, config: &Config) -> Result<Backend, BusError> {
     let name = sock.socket.to_string();
     let mut devices = Vec::new();
     let mut images = Vec::new();
     for e in &sock.eeproms {
         let size = u64::from(e.device.variant.size());
         let (image, contents) = Image::open(&e.file, size, config.sync)?;
-        devices.push(
-            At24::new(e.device, contents).map_err(|err| MainError::Model(name.clone(), err))?,
-        );
+        devices.push(At24::new(e.device, contents)?);
         info!(
             "{name}: {} at {:#04x}-{:#04x}, page {} B, tWR {} us, WP {}, image {}",
             e.device.variant,
@@ -65,13 +81,13 @@ fn open_bus(sock: &SocketConfig, config: &Config) -> Result<Backend, MainError> 
     let wp = match &sock.wp_state {
         None => WpSource::NotWired,
         Some(path) => {
-            let reader = WpReader::open(path).map_err(|e| MainError::Wp(name.clone(), e))?;
+            let reader = WpReader::open(path)?;
             info!("{name}: WP follows {}", path.display());
             WpSource::Line(reader)
         }
     };
-    let bus = Bus::new(devices).map_err(|e| MainError::Model(name, e))?;
-    Ok(Arc::new(RwLock::new(I2cEepromBackend::new(
+    let bus = Bus::new(devices)?;
+    Ok(Arc::new(RwLock::new(VhostUserI2cBackend::new(
         bus, images, wp,
     ))))
 }
@@ -82,14 +98,19 @@ fn run(config: Config) -> Result<(), MainError> {
     // Open everything first: any error ends the process before a socket appears.
     let mut buses = Vec::new();
     for sock in &config.sockets {
-        buses.push((sock.socket.clone(), open_bus(sock, &config)?));
+        let name = sock.socket.to_string();
+        buses.push((
+            sock.socket.clone(),
+            open_bus(sock, &config).map_err(bus_err(&name))?,
+        ));
     }
     let mut servers = Vec::new();
     let mut backends = Vec::new();
     for (socket, backend) in buses {
+        let name = socket.to_string();
         let bound = socket
             .open(&config.access)
-            .map_err(|e| MainError::Socket(socket.to_string(), e))?;
+            .map_err(|e| bus_err(&name)(e.into()))?;
         info!("serving {}", bound.describe());
         let stop = backend
             .read()

@@ -9,24 +9,24 @@ use std::sync::{Arc, RwLock};
 
 use common::daemon::{Connections, DaemonError};
 
-use crate::vhu::I2cEepromBackend;
+use crate::vhu::VhostUserI2cBackend;
 
 /// One bus served connection after connection.
 #[derive(Debug)]
 pub struct I2cConnections {
     name: String,
-    backend: Arc<RwLock<I2cEepromBackend>>,
+    backend: Arc<RwLock<VhostUserI2cBackend>>,
 }
 
 impl I2cConnections {
     /// Serve `backend`; `name` for log lines.
-    pub fn new(name: String, backend: Arc<RwLock<I2cEepromBackend>>) -> Self {
+    pub fn new(name: String, backend: Arc<RwLock<VhostUserI2cBackend>>) -> Self {
         I2cConnections { name, backend }
     }
 }
 
 impl Connections for I2cConnections {
-    type Backend = Arc<RwLock<I2cEepromBackend>>;
+    type Backend = Arc<RwLock<VhostUserI2cBackend>>;
 
     fn name(&self) -> String {
         self.name.clone()

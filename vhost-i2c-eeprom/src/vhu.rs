@@ -11,14 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::daemon::ExitEvent;
-use common::vq::{drain, walk, Chain, ChainShapeError, QueueServer, Served};
+use common::vq::{drain, walk, Chain, ChainShapeError, QueueServer, Served, RING_FEATURES};
 use log::{debug, error, info, warn};
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock};
-use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::bindings::virtio_ring::{
-    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
-};
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -78,7 +74,7 @@ impl WpPin for WpSource {
 
 /// The virtio-i2c backend of one bus.
 #[derive(Debug)]
-pub struct I2cEepromBackend {
+pub struct VhostUserI2cBackend {
     bus: Bus,
     images: Vec<Image>,
     wp: WpSource,
@@ -95,10 +91,10 @@ pub struct I2cEepromBackend {
     stopping: Arc<AtomicBool>,
 }
 
-impl I2cEepromBackend {
+impl VhostUserI2cBackend {
     /// A backend for `bus`; `images[i]` persists device `i`.
     pub fn new(bus: Bus, images: Vec<Image>, wp: WpSource) -> Self {
-        I2cEepromBackend {
+        VhostUserI2cBackend {
             bus,
             images,
             wp,
@@ -113,7 +109,7 @@ impl I2cEepromBackend {
     }
 
     /// Set it to stop serving chains (the worker then ends its loop at once), before
-    /// [`I2cEepromBackend::shut_down`].
+    /// [`VhostUserI2cBackend::shut_down`].
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stopping.clone()
     }
@@ -302,7 +298,7 @@ impl I2cEepromBackend {
     }
 }
 
-impl QueueServer for I2cEepromBackend {
+impl QueueServer for VhostUserI2cBackend {
     fn serve(&mut self, chain: Chain) -> Served {
         if self.stopping.load(Ordering::Acquire) {
             return Served::Refused;
@@ -325,7 +321,7 @@ impl QueueServer for I2cEepromBackend {
     }
 }
 
-impl VhostUserBackendMut for I2cEepromBackend {
+impl VhostUserBackendMut for VhostUserI2cBackend {
     type Bitmap = ();
     type Vring = VringRwLock;
 
@@ -338,11 +334,7 @@ impl VhostUserBackendMut for I2cEepromBackend {
     }
 
     fn features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | (1 << VIRTIO_I2C_F_ZERO_LENGTH_REQUEST)
-            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        RING_FEATURES | (1 << VIRTIO_I2C_F_ZERO_LENGTH_REQUEST)
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -414,7 +406,7 @@ mod tests {
     struct Rig {
         mem: GuestMemoryMmap,
         vring: VringRwLock,
-        backend: I2cEepromBackend,
+        backend: VhostUserI2cBackend,
         _dir: tempfile::TempDir,
         used_addr: GuestAddress,
         avail_addr: GuestAddress,
@@ -464,7 +456,7 @@ mod tests {
         let mut cfg = At24Config::new(Variant::C02, 0x50);
         cfg.twr = std::time::Duration::ZERO;
         let bus = Bus::new(vec![At24::new(cfg, contents).unwrap()]).unwrap();
-        let mut backend = I2cEepromBackend::new(bus, vec![image], WpSource::NotWired);
+        let mut backend = VhostUserI2cBackend::new(bus, vec![image], WpSource::NotWired);
         backend.update_memory(atomic).unwrap();
         Rig {
             used_addr: vq.used_addr(),
