@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Serving a virtqueue: the one queue loop both backends use, and the bounded walk of a
-//! descriptor chain.
+//! Serving a virtqueue: the one queue loop both backends use.
 //!
 //! # Why the loop checks the ring before every chain
 //!
@@ -18,7 +17,6 @@
 use std::fmt;
 
 use vhost_user_backend::VringT;
-use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 
@@ -169,48 +167,5 @@ pub fn signal<V: VringT<Mem>>(name: &dyn fmt::Display, index: u16, vring: &V, ev
         if let Err(e) = vring.signal_used_queue() {
             log::warn!("{name}: queue {index}: signalling the frontend: {e}");
         }
-    }
-}
-
-/// A chain whose descriptors cannot be walked as a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ChainShapeError {
-    /// More descriptors than any request of the device has (a loop ends here too).
-    #[error("chain has more than {0} descriptors")]
-    TooLong(usize),
-    /// The chain ended on a descriptor that names a next one: a loop cut short by the ring
-    /// size, a next index outside the ring, or a table that could not be read.
-    #[error("chain is cut short (a loop, or a next index outside the ring)")]
-    Truncated,
-    /// No descriptor at all.
-    #[error("empty descriptor chain")]
-    Empty,
-}
-
-/// Walks `chain` once, handing each descriptor to `each`, and checks its shape: at most `max`
-/// descriptors, and a proper end (the last descriptor without NEXT). On an error some
-/// descriptors may already have been handed over.
-pub fn walk(
-    chain: &Chain,
-    max: usize,
-    mut each: impl FnMut(&Descriptor),
-) -> Result<usize, ChainShapeError> {
-    let mut count = 0usize;
-    let mut last_has_next = false;
-    // Cloning a chain clones a memory guard (an Arc), not the memory.
-    for desc in chain.clone() {
-        count += 1;
-        if count > max {
-            return Err(ChainShapeError::TooLong(max));
-        }
-        last_has_next = desc.has_next();
-        each(&desc);
-    }
-    if count == 0 {
-        Err(ChainShapeError::Empty)
-    } else if last_has_next {
-        Err(ChainShapeError::Truncated)
-    } else {
-        Ok(count)
     }
 }

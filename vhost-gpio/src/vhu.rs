@@ -32,12 +32,8 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{
     VhostUserBackendMut, VringRwLock, VringStateGuard, VringStateMutGuard, VringT,
 };
-use virtio_queue::desc::split::Descriptor;
 use virtio_queue::QueueT;
-use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryError,
-    GuestMemoryMmap, Permissions,
-};
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
@@ -57,6 +53,7 @@ pub const MAX_CHAIN_DESCRIPTORS: usize = 16;
 pub const DEVICE_EVENT: u16 = 3;
 const _: () = assert!(DEVICE_EVENT as usize > NUM_QUEUES);
 
+use common::chain::{ChainError, ChainScan};
 use common::vq::{drain, signal, Chain, Mem, QueueServer, Served, RING_FEATURES};
 
 /// A `VringRwLock` that tells the device when the frontend disables it
@@ -189,197 +186,6 @@ impl VringT<Mem> for GpioVring {
     }
 }
 
-/// Why a chain could not be served normally (logged; never fatal).
-#[derive(Debug, thiserror::Error)]
-pub enum ChainError {
-    /// More descriptors than any GPIO message needs.
-    #[error("chain has more than {MAX_CHAIN_DESCRIPTORS} descriptors")]
-    TooManyDescriptors,
-    /// A device-readable descriptor after a device-writable one.
-    #[error("device-readable descriptor after a device-writable one")]
-    WrongDirection,
-    /// A descriptor points outside guest memory (or the chain is otherwise unusable).
-    #[error("descriptor outside guest memory")]
-    Memory(#[source] virtio_queue::Error),
-    /// The request part is too short.
-    #[error("request has {got} readable bytes, needs {need}")]
-    ShortRequest {
-        /// Bytes there.
-        got: usize,
-        /// Bytes needed.
-        need: usize,
-    },
-    /// No device-writable buffer at all: the chain is dropped.
-    #[error("no device-writable buffer")]
-    NoResponseBuffer,
-}
-
-/// The device-writable buffers of a chain, in chain order, empty ones left out.
-#[derive(Debug)]
-struct WritableBufs {
-    /// (guest address, length) of each buffer; the first `count` are set. A
-    /// well-formed chain has at most [`MAX_CHAIN_DESCRIPTORS`] buffers; a
-    /// longer one only gets an error status (two bytes at most), which the
-    /// first (non-empty) ones hold.
-    bufs: [(GuestAddress, usize); MAX_CHAIN_DESCRIPTORS],
-    count: usize,
-    /// Device-writable bytes in the whole chain.
-    room: usize,
-}
-
-impl WritableBufs {
-    fn new() -> Self {
-        WritableBufs {
-            bufs: [(GuestAddress(0), 0); MAX_CHAIN_DESCRIPTORS],
-            count: 0,
-            room: 0,
-        }
-    }
-
-    fn push(&mut self, addr: GuestAddress, len: usize) {
-        if len == 0 {
-            return;
-        }
-        if let Some(slot) = self.bufs.get_mut(self.count) {
-            *slot = (addr, len);
-            self.count += 1;
-        }
-    }
-
-    /// Guest address of the first device-writable byte.
-    fn first_addr(&self) -> Option<GuestAddress> {
-        self.bufs.get(..self.count)?.first().map(|b| b.0)
-    }
-
-    /// Write all of `bytes` at the start of the device-writable part.
-    fn write(&self, mem: &GuestMemoryMmap, bytes: &[u8]) -> Result<(), GuestMemoryError> {
-        let mut rest = bytes;
-        for &(addr, len) in self.bufs.iter().take(self.count) {
-            if rest.is_empty() {
-                break;
-            }
-            let (now, later) = rest.split_at(len.min(rest.len()));
-            mem.write_slice(now, addr)?;
-            rest = later;
-        }
-        if rest.is_empty() {
-            Ok(())
-        } else {
-            Err(GuestMemoryError::PartialBuffer {
-                expected: bytes.len(),
-                completed: bytes.len() - rest.len(),
-            })
-        }
-    }
-
-    /// Write as much of an error status as there is room for; returns the used
-    /// length (0 if nothing could be written).
-    fn write_status(&self, mem: &GuestMemoryMmap, bytes: &[u8]) -> u32 {
-        let n = self.room.min(bytes.len());
-        match bytes.get(..n).map(|b| self.write(mem, b)) {
-            Some(Ok(())) => u32::try_from(n).unwrap_or(0),
-            _ => 0,
-        }
-    }
-}
-
-/// Check that a buffer lies in guest memory (what `Reader::new` and
-/// `Writer::new` check of each one) and copy its first bytes into `into`;
-/// returns how many were copied.
-fn check_buffer(
-    mem: &GuestMemoryMmap,
-    addr: GuestAddress,
-    len: usize,
-    access: Permissions,
-    into: &mut [u8],
-) -> Result<usize, virtio_queue::Error> {
-    let slices = mem
-        .get_slices(addr, len, access)
-        .map_err(virtio_queue::Error::GuestMemoryError)?;
-    let mut copied = 0;
-    for slice in slices {
-        let slice = slice.map_err(virtio_queue::Error::GuestMemoryError)?;
-        if let Some(rest) = into.get_mut(copied..) {
-            copied += slice.copy_to(rest);
-        }
-    }
-    Ok(copied)
-}
-
-/// A chain after the one walk of its descriptors: the request it carries (or
-/// why it gets an error status instead) and where the answer goes.
-#[derive(Debug)]
-struct ChainScan<const N: usize> {
-    /// The first `N` device-readable bytes, or the first problem in the order
-    /// the answer depends on: shape (count, order), a device-readable buffer
-    /// outside guest memory, too few readable bytes.
-    request: Result<[u8; N], ChainError>,
-    /// Where the answer goes.
-    writable: WritableBufs,
-}
-
-impl<const N: usize> ChainScan<N> {
-    /// Walk `chain` once. An error means there is nowhere to put an answer (a
-    /// device-writable buffer outside guest memory, or none at all): the chain
-    /// is returned unanswered.
-    fn new(chain: &Chain) -> Result<Self, ChainError> {
-        let mem = chain.memory();
-        let mut head = [0u8; N];
-        let mut readable: usize = 0;
-        let mut writable = WritableBufs::new();
-        let mut shape = None;
-        let mut read_error = None;
-        let mut seen_write = false;
-        // The whole chain is walked even past MAX_CHAIN_DESCRIPTORS: a
-        // device-writable buffer outside guest memory anywhere in it means
-        // there is no answer to give.
-        for (n, desc) in chain.clone().enumerate() {
-            let desc: Descriptor = desc;
-            let write = desc.is_write_only();
-            if shape.is_none() {
-                if n >= MAX_CHAIN_DESCRIPTORS {
-                    shape = Some(ChainError::TooManyDescriptors);
-                } else if !write && seen_write {
-                    shape = Some(ChainError::WrongDirection);
-                }
-            }
-            let len = desc.len() as usize;
-            if write {
-                seen_write = true;
-                writable.room = writable.room.checked_add(len).ok_or(ChainError::Memory(
-                    virtio_queue::Error::DescriptorChainOverflow,
-                ))?;
-                check_buffer(mem, desc.addr(), len, Permissions::Write, &mut [])
-                    .map_err(ChainError::Memory)?;
-                writable.push(desc.addr(), len);
-            } else if read_error.is_none() {
-                let into = head.get_mut(readable.min(N)..).unwrap_or_default();
-                match (
-                    readable.checked_add(len),
-                    check_buffer(mem, desc.addr(), len, Permissions::Read, into),
-                ) {
-                    (Some(total), Ok(_)) => readable = total,
-                    (None, _) => read_error = Some(virtio_queue::Error::DescriptorChainOverflow),
-                    (_, Err(e)) => read_error = Some(e),
-                }
-            }
-        }
-        if writable.room == 0 {
-            return Err(ChainError::NoResponseBuffer);
-        }
-        let request = match (shape, read_error) {
-            (Some(e), _) => Err(e),
-            (None, Some(e)) => Err(ChainError::Memory(e)),
-            (None, None) if readable < N => Err(ChainError::ShortRequest {
-                got: readable,
-                need: N,
-            }),
-            (None, None) => Ok(head),
-        };
-        Ok(ChainScan { request, writable })
-    }
-}
-
 /// One of the device's queues being drained.
 struct QueueOf<'a> {
     backend: &'a VhostUserGpioBackend,
@@ -458,13 +264,14 @@ impl VhostUserGpioBackend {
         let mem = chain.memory();
         let name = self.device.name();
         let head = chain.head_index();
-        let ChainScan { request, writable } = match ChainScan::<REQUEST_SIZE>::new(chain) {
-            Ok(scan) => scan,
-            Err(e) => {
-                log::warn!("{name}: requestq head {head}: {e}; dropped");
-                return Served::Used(0);
-            }
-        };
+        let ChainScan { request, writable } =
+            match ChainScan::<REQUEST_SIZE>::new(chain, MAX_CHAIN_DESCRIPTORS) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    log::warn!("{name}: requestq head {head}: {e}; dropped");
+                    return Served::Used(0);
+                }
+            };
         let request = request.and_then(|bytes| {
             Request::parse(&bytes).map_err(|ParseError::Short { got, expected }| {
                 ChainError::ShortRequest {
@@ -513,13 +320,14 @@ impl VhostUserGpioBackend {
         let mem = chain.memory();
         let head = chain.head_index();
         let name = self.device.name();
-        let ChainScan { request, writable } = match ChainScan::<IRQ_REQUEST_SIZE>::new(chain) {
-            Ok(scan) => scan,
-            Err(e) => {
-                log::warn!("{name}: eventq head {head}: {e}; dropped");
-                return Served::Used(0);
-            }
-        };
+        let ChainScan { request, writable } =
+            match ChainScan::<IRQ_REQUEST_SIZE>::new(chain, MAX_CHAIN_DESCRIPTORS) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    log::warn!("{name}: eventq head {head}: {e}; dropped");
+                    return Served::Used(0);
+                }
+            };
         let invalid = |e: &dyn std::fmt::Display| {
             log::warn!("{name}: eventq head {head}: {e}; returned INVALID");
             Served::Used(writable.write_status(mem, &[VIRTIO_GPIO_IRQ_STATUS_INVALID]))
@@ -734,6 +542,7 @@ mod tests {
     use virtio_bindings::bindings::virtio_ring::{
         VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
     };
+    use virtio_queue::desc::split::Descriptor;
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;

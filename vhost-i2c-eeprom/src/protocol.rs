@@ -73,7 +73,7 @@ pub const IN_HDR_LEN: u32 = 1;
 pub enum ParseError {
     /// The chain's descriptors do not make a request (too many, or a loop).
     #[error(transparent)]
-    Shape(common::vq::ChainShapeError),
+    Shape(common::chain::ChainShapeError),
     /// The chain has no descriptor.
     #[error("empty descriptor chain")]
     Empty,

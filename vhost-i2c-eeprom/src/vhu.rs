@@ -10,8 +10,9 @@ use std::time::Instant;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::chain::{walk, ChainShapeError};
 use common::daemon::ExitEvent;
-use common::vq::{drain, walk, Chain, ChainShapeError, QueueServer, Served, RING_FEATURES};
+use common::vq::{drain, Chain, QueueServer, Served, RING_FEATURES};
 use log::{debug, error, info, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock};
