@@ -244,6 +244,14 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
+/// Runs `cmd` under a [`ChildGuard`] for at most `timeout`: its exit status (`None` if it
+/// was still running, and was then killed) and its output.
+pub fn run_bounded(cmd: Command, timeout: Duration) -> io::Result<(Option<ExitStatus>, String)> {
+    let mut g = ChildGuard::spawn(cmd)?;
+    let status = wait_until(timeout, || g.try_wait().ok().flatten());
+    Ok((status, g.log()))
+}
+
 /// Polls `f` every 5 ms until it returns `Some` or `timeout` passes.
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
