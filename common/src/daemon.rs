@@ -243,6 +243,15 @@ pub fn restrict_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
+/// What every backend's `main` does first: owner-only file creation
+/// ([`restrict_umask`]), logging ([`init_logging`]), then the command line (clap exits
+/// with usage on an error).
+pub fn start<C: clap::Parser>() -> C {
+    restrict_umask();
+    init_logging();
+    C::parse()
+}
+
 /// Sets up `env_logger` (default level `info`, `RUST_LOG` overrides).
 pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

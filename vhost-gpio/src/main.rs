@@ -7,10 +7,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use common::daemon::{
-    init_logging, print_capabilities, report, restrict_umask, serve_until_terminated, Bound,
-    DaemonError, Termination,
+    print_capabilities, report, serve_until_terminated, Bound, DaemonError, Termination,
 };
 use common::wp::{WpError, WpWriter};
 
@@ -120,9 +118,7 @@ fn serve(config: Config) -> Result<(), MainError> {
 }
 
 fn main() -> ExitCode {
-    restrict_umask();
-    init_logging();
-    let cli = Cli::parse();
+    let cli: Cli = common::daemon::start();
     match cli.command {
         Some(Command::Ctl {
             control_socket,

@@ -7,10 +7,8 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
-use clap::Parser;
 use common::daemon::{
-    init_logging, print_capabilities, report, restrict_umask, serve_until_terminated, DaemonError,
-    Termination,
+    print_capabilities, report, serve_until_terminated, DaemonError, Termination,
 };
 use common::wp::{WpError, WpReader};
 use log::info;
@@ -133,9 +131,7 @@ fn run(config: Config) -> Result<(), MainError> {
 }
 
 fn main() -> ExitCode {
-    restrict_umask();
-    init_logging();
-    let cli = Cli::parse();
+    let cli: Cli = common::daemon::start();
     if cli.socket.print_capabilities {
         print_capabilities("i2c");
         return ExitCode::SUCCESS;

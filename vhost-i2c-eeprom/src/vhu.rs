@@ -135,9 +135,14 @@ impl VhostUserI2cBackend {
     /// The frontend went away: end any open transaction without a STOP, and let go of
     /// its guest memory (else the whole guest RAM stays mapped here after QEMU exits).
     pub fn disconnected(&mut self) {
+        self.end_transaction();
+        self.mem = None;
+    }
+
+    /// End any open transaction without a STOP (a reset, a frontend gone).
+    fn end_transaction(&mut self) {
         self.bus.abort();
         self.groups.drained();
-        self.mem = None;
     }
 
     /// STOP, then persist what it wrote. False if persisting failed.
@@ -184,8 +189,7 @@ impl VhostUserI2cBackend {
     /// End the transaction and answer a malformed request with ERR where possible; returns
     /// the used length.
     fn answer_rejected<M: GuestMemory>(&mut self, mem: &M, rejected: protocol::Rejected) -> u32 {
-        self.bus.abort();
-        self.groups.drained();
+        self.end_transaction();
         match rejected.status {
             Some(at) => {
                 warn!("malformed request ({}): status ERR", rejected.error);
@@ -350,7 +354,8 @@ impl VhostUserBackendMut for VhostUserI2cBackend {
 
     fn reset_device(&mut self) {
         info!("device reset");
-        self.disconnected();
+        // The memory table stays: the frontend starts the rings again without resending it.
+        self.end_transaction();
     }
 
     fn set_event_idx(&mut self, enabled: bool) {
