@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The vhost-user glue: a thin [`VhostUserBackendMut`] that pops chains, checks
-//! them, hands parsed requests to the model (through [`Device`]) and returns
-//! every chain with `add_used`. Malformed chains get an error status when they
-//! carry a device-writable buffer, else they are returned with length 0 and a
-//! log line; the worker never stops on guest input.
+//! The vhost-user glue: a thin [`VhostUserBackendMut`] that drains the queues
+//! with [`common::vq::drain`], scans each chain once ([`common::chain`]),
+//! hands the parsed request to [`Device::handle`] or [`Device::queue_irq`]
+//! (which execute it) and writes the answer. Malformed chains get an error
+//! status when they carry a device-writable buffer, else they are returned
+//! with length 0 and a log line; the worker never stops on guest input. When
+//! the device no longer serves the guest (the serving gate is closed) the loop
+//! ends.
 //!
 //! # Seeing the guest go away
 //!
@@ -17,8 +20,11 @@
 //! - `SET_VRING_ENABLE 0`: the library only flips the vring's `enabled` flag and
 //!   no callback follows, so our vring type [`GpioVring`] wraps `VringRwLock`
 //!   and reports `set_enabled(false)` to the device;
-//! - end of the connection: the connection loop in `main` calls
-//!   [`Device::guest_gone`] when the daemon's `wait` returns.
+//! - end of the connection: the connection loop ([`crate::serve`]) calls
+//!   [`Device::guest_gone`] when the daemon's `wait` returns;
+//! - SIGTERM: `main` calls [`Device::guest_gone`] before exiting.
+//!
+//! A ring started (`SET_VRING_KICK`) or enabled again opens the serving gate.
 //!
 //! `RESET_OWNER` reaches no backend hook in 0.24; every frontend we know stops
 //! the rings (`GET_VRING_BASE`) before it resets, which we do see.
