@@ -252,3 +252,214 @@ pub fn walk(
         Ok(count)
     }
 }
+
+/// A request chain framed as "header, data out | data in, status byte" (virtio-i2c's
+/// framing, virtio 1.2 5.19.6.1), gathered from its descriptors: every descriptor checked
+/// against guest memory, the header copied to the stack and the data out into a `Vec`
+/// that the request then carries, the data-in segments and the status byte located. No
+/// arrangement of descriptors is assumed (virtio 1.2, 2.7.4 "Message Framing").
+#[derive(Debug)]
+pub struct Framed<const H: usize> {
+    /// The first `H` device-readable bytes.
+    pub header: [u8; H],
+    /// The device-readable bytes after the header.
+    pub data_out: Vec<u8>,
+    /// Device-writable bytes before the status byte.
+    pub in_len: u64,
+    /// Where those go, in order, empty descriptors left out: (guest address, length).
+    pub data_in: Vec<(GuestAddress, u32)>,
+    /// The status byte: the last device-writable byte.
+    pub status: GuestAddress,
+}
+
+/// Why a chain cannot be framed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// No descriptor.
+    #[error("empty descriptor chain")]
+    Empty,
+    /// A device-readable descriptor after a device-writable one.
+    #[error("device-readable descriptor {index} after a device-writable one")]
+    ReadableAfterWritable {
+        /// Position in the chain.
+        index: usize,
+    },
+    /// A descriptor outside guest memory.
+    #[error("descriptor {index} ({len} bytes at {addr:#x}) is outside guest memory")]
+    OutsideMemory {
+        /// Position in the chain.
+        index: usize,
+        /// Guest physical address.
+        addr: u64,
+        /// Length.
+        len: u32,
+    },
+    /// Fewer device-readable bytes than the header.
+    #[error("the header needs {need} device-readable bytes, chain has {got}")]
+    ShortHeader {
+        /// Bytes there.
+        got: u64,
+        /// Header size.
+        need: usize,
+    },
+    /// No device-writable byte for the status.
+    #[error("no device-writable byte for the status")]
+    NoStatus,
+    /// More data than the device accepts in one request.
+    #[error("buffer of {got} bytes exceeds the limit of {max}")]
+    TooLong {
+        /// Bytes.
+        got: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The header could not be read.
+    #[error("reading the header failed")]
+    ReadHeader(#[source] GuestMemoryError),
+    /// The data out could not be read.
+    #[error("reading the data failed")]
+    ReadData(#[source] GuestMemoryError),
+}
+
+fn to_usize(v: u32) -> usize {
+    // u32 always fits usize on the 32/64-bit targets this crate builds for.
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// The last device-writable byte of `descs`, if it lies in guest memory: where a device
+/// that frames its requests puts an error status even for a chain it cannot frame.
+pub fn status_slot<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Option<GuestAddress> {
+    let last = descs
+        .iter()
+        .rev()
+        .find(|d| d.is_write_only() && d.len() > 0)?;
+    let addr = last.addr().0.checked_add(u64::from(last.len()) - 1)?;
+    mem.check_range(GuestAddress(addr), 1, Permissions::Write)
+        .then_some(GuestAddress(addr))
+}
+
+/// Frames the chain `descs` (see [`Framed`]); data out and data in may each be at most
+/// `max_data` bytes.
+pub fn frame<const H: usize, M: GuestMemory>(
+    mem: &M,
+    descs: &[Descriptor],
+    max_data: u64,
+) -> Result<Framed<H>, FrameError> {
+    if descs.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    let mut seen_writable = false;
+    let mut readable_total: u64 = 0;
+    let mut writable_total: u64 = 0;
+    for (index, d) in descs.iter().enumerate() {
+        if d.is_write_only() {
+            seen_writable = true;
+            writable_total += u64::from(d.len());
+        } else {
+            if seen_writable {
+                return Err(FrameError::ReadableAfterWritable { index });
+            }
+            readable_total += u64::from(d.len());
+        }
+        let access = if d.is_write_only() {
+            Permissions::Write
+        } else {
+            Permissions::Read
+        };
+        if d.len() > 0 && !mem.check_range(d.addr(), to_usize(d.len()), access) {
+            return Err(FrameError::OutsideMemory {
+                index,
+                addr: d.addr().0,
+                len: d.len(),
+            });
+        }
+    }
+    let header_len = u64::try_from(H).unwrap_or(u64::MAX);
+    if readable_total < header_len {
+        return Err(FrameError::ShortHeader {
+            got: readable_total,
+            need: H,
+        });
+    }
+    if writable_total < 1 {
+        return Err(FrameError::NoStatus);
+    }
+    let out_len = readable_total - header_len;
+    let in_len = writable_total - 1;
+    for got in [out_len, in_len] {
+        if got > max_data {
+            return Err(FrameError::TooLong { got, max: max_data });
+        }
+    }
+    // The header goes to the stack and the data out, if any, straight into the Vec the
+    // request carries: without data out nothing is allocated here.
+    let mut header = [0u8; H];
+    let mut data_out = Vec::with_capacity(usize::try_from(out_len).unwrap_or(0));
+    let mut start = 0usize;
+    for d in descs.iter().filter(|d| !d.is_write_only()) {
+        let failed = |e| {
+            if start < H {
+                FrameError::ReadHeader(e)
+            } else {
+                FrameError::ReadData(e)
+            }
+        };
+        let len = to_usize(d.len());
+        let in_hdr = H.saturating_sub(start).min(len);
+        if let Some(dst) = header
+            .get_mut(start..start + in_hdr)
+            .filter(|b| !b.is_empty())
+        {
+            mem.read_slice(dst, d.addr()).map_err(failed)?;
+        }
+        if len > in_hdr {
+            let at = data_out.len();
+            data_out.resize(at + (len - in_hdr), 0);
+            let addr = u64::try_from(in_hdr)
+                .ok()
+                .and_then(|n| d.addr().0.checked_add(n))
+                .map(GuestAddress)
+                .ok_or_else(|| failed(GuestMemoryError::GuestAddressOverflow))?;
+            if let Some(dst) = data_out.get_mut(at..) {
+                mem.read_slice(dst, addr).map_err(failed)?;
+            }
+        }
+        start += len;
+    }
+    // Data in: every device-writable byte but the final status byte.
+    let mut data_in = Vec::new();
+    if in_len > 0 {
+        let mut remaining = in_len;
+        for d in descs.iter().filter(|d| d.is_write_only()) {
+            if remaining == 0 {
+                break;
+            }
+            let take = u64::from(d.len()).min(remaining);
+            if take > 0 {
+                data_in.push((
+                    d.addr(),
+                    u32::try_from(take).map_err(|_| FrameError::TooLong {
+                        got: take,
+                        max: max_data,
+                    })?,
+                ));
+            }
+            remaining -= take;
+        }
+    }
+    // The status byte is the last writable byte (checked in range above).
+    let status = descs
+        .iter()
+        .rev()
+        .find(|d| d.is_write_only() && d.len() > 0)
+        .and_then(|d| d.addr().0.checked_add(u64::from(d.len()) - 1))
+        .map(GuestAddress)
+        .ok_or(FrameError::NoStatus)?;
+    Ok(Framed {
+        header,
+        data_out,
+        in_len,
+        data_in,
+        status,
+    })
+}
