@@ -73,40 +73,12 @@ pub const IN_HDR_LEN: u32 = 1;
 /// Why a chain was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
+    /// The chain does not frame a request (see [`common::chain::frame`]).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
     /// The chain's descriptors do not make a request (too many, or a loop).
     #[error(transparent)]
     Shape(common::chain::ChainShapeError),
-    /// The chain has no descriptor.
-    #[error("empty descriptor chain")]
-    Empty,
-    /// A device-readable descriptor follows a device-writable one.
-    #[error("device-readable descriptor {index} after a device-writable one")]
-    ReadableAfterWritable {
-        /// Position in the chain.
-        index: usize,
-    },
-    /// A descriptor points outside guest memory.
-    #[error("descriptor {index} ({len} bytes at {addr:#x}) is outside guest memory")]
-    OutsideMemory {
-        /// Position in the chain.
-        index: usize,
-        /// Guest physical address.
-        addr: u64,
-        /// Length.
-        len: u32,
-    },
-    /// Fewer device-readable bytes than an out header.
-    #[error("out header needs {OUT_HDR_LEN} device-readable bytes, chain has {0}")]
-    ShortOutHdr(u64),
-    /// No device-writable byte for the status.
-    #[error("no device-writable byte for the status")]
-    NoStatus,
-    /// The out header could not be read from guest memory.
-    #[error("reading the out header failed")]
-    ReadHdr(#[source] vm_memory::GuestMemoryError),
-    /// The write buffer could not be read from guest memory.
-    #[error("reading the write buffer failed")]
-    ReadBuffer(#[source] vm_memory::GuestMemoryError),
     /// A read request with a device-readable buffer.
     #[error("read request carries {0} device-readable buffer bytes")]
     ReadWithOutBuffer(u64),
@@ -249,25 +221,6 @@ pub fn classify(
         (false, _, n) if n > 0 => return Err(ParseError::WriteWithInBuffer(n)),
         (false, _, _) => Transfer::Write(data_out),
     })
-}
-
-impl From<FrameError> for ParseError {
-    fn from(e: FrameError) -> Self {
-        match e {
-            FrameError::Empty => ParseError::Empty,
-            FrameError::ReadableAfterWritable { index } => {
-                ParseError::ReadableAfterWritable { index }
-            }
-            FrameError::OutsideMemory { index, addr, len } => {
-                ParseError::OutsideMemory { index, addr, len }
-            }
-            FrameError::ShortHeader { got, .. } => ParseError::ShortOutHdr(got),
-            FrameError::NoStatus => ParseError::NoStatus,
-            FrameError::TooLong { got, .. } => ParseError::TooLong(got),
-            FrameError::ReadHeader(e) => ParseError::ReadHdr(e),
-            FrameError::ReadData(e) => ParseError::ReadBuffer(e),
-        }
-    }
 }
 
 /// What to do with one request of a FAIL_NEXT group.
@@ -471,7 +424,7 @@ mod tests {
         // Empty.
         assert!(matches!(
             parse(&m, &[]).unwrap_err().error,
-            ParseError::Empty
+            ParseError::Frame(FrameError::Empty)
         ));
         // Short header, status available.
         let d = [
@@ -479,18 +432,21 @@ mod tests {
             Descriptor::new(0x200, 1, WR, 0),
         ];
         let e = parse(&m, &d).unwrap_err();
-        assert!(matches!(e.error, ParseError::ShortOutHdr(4)));
+        assert!(matches!(
+            e.error,
+            ParseError::Frame(FrameError::ShortHeader { got: 4, .. })
+        ));
         assert_eq!(e.status, Some(GuestAddress(0x200)));
         // No status byte.
         let d = [hdr(&m, 0, 0x50, 0)];
         let e = parse(&m, &d).unwrap_err();
-        assert!(matches!(e.error, ParseError::NoStatus));
+        assert!(matches!(e.error, ParseError::Frame(FrameError::NoStatus)));
         assert_eq!(e.status, None);
         // Readable after writable.
         let d = [Descriptor::new(0x200, 1, WR, 0), hdr(&m, 0, 0x50, 0)];
         assert!(matches!(
             parse(&m, &d).unwrap_err().error,
-            ParseError::ReadableAfterWritable { index: 1 }
+            ParseError::Frame(FrameError::ReadableAfterWritable { index: 1 })
         ));
         // Read with a readable buffer.
         let d = [
@@ -521,7 +477,7 @@ mod tests {
         let e = parse(&m, &d).unwrap_err();
         assert!(matches!(
             e.error,
-            ParseError::OutsideMemory { index: 1, .. }
+            ParseError::Frame(FrameError::OutsideMemory { index: 1, .. })
         ));
         assert_eq!(e.status, Some(GuestAddress(0x200)));
         // Status outside guest memory: nowhere to report.
@@ -529,7 +485,7 @@ mod tests {
         let e = parse(&m, &d).unwrap_err();
         assert!(matches!(
             e.error,
-            ParseError::OutsideMemory { index: 1, .. }
+            ParseError::Frame(FrameError::OutsideMemory { index: 1, .. })
         ));
         assert_eq!(e.status, None);
         // Straddling the end of memory.
@@ -540,7 +496,7 @@ mod tests {
         ];
         assert!(matches!(
             parse(&m, &d).unwrap_err().error,
-            ParseError::OutsideMemory { index: 1, .. }
+            ParseError::Frame(FrameError::OutsideMemory { index: 1, .. })
         ));
         // Too long.
         let big = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x30000)]).unwrap();
@@ -551,7 +507,7 @@ mod tests {
         ];
         assert!(matches!(
             parse(&big, &d).unwrap_err().error,
-            ParseError::TooLong(0x10000)
+            ParseError::Frame(FrameError::TooLong { got: 0x10000, .. })
         ));
         // Reserved flags.
         let d = [hdr(&m, 0, 0x50, 1 << 5), Descriptor::new(0x200, 1, WR, 0)];
