@@ -6,9 +6,11 @@
 //!   integration tests and benchmarks.
 //! - [`testutil`]: process guards, polling, socket activation and shell set-up for tests
 //!   that start the real binaries.
+//! - [`chains`]: descriptor-chain builders for unit tests over mock rings.
 //! - [`docs`]: the man pages and shell completions generated from the command lines, and
 //!   the check that the committed ones are current.
 
+pub mod chains;
 pub mod docs;
 pub mod frontend;
 pub mod testutil;

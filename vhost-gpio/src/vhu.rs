@@ -543,13 +543,9 @@ mod tests {
     use crate::model::LineSpec;
     use crate::protocol::*;
     use common::line::Pull;
+    use test_kit::chains;
     use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
     use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-    use virtio_bindings::bindings::virtio_ring::{
-        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
-    };
-    use virtio_queue::desc::split::Descriptor;
-    use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;
 
@@ -627,29 +623,20 @@ mod tests {
         fn push(&mut self, q: usize, bufs: &[Result<&[u8], u32>]) -> u16 {
             let g = self.mem.memory();
             let head = self.next_desc[q];
-            let mut descs = Vec::new();
-            for (i, b) in bufs.iter().enumerate() {
-                let idx = head + u16::try_from(i).unwrap();
-                let last = i + 1 == bufs.len();
-                let next_flag = if last { 0 } else { VRING_DESC_F_NEXT };
-                let (len, write) = match b {
+            let mut placed = Vec::new();
+            for b in bufs {
+                placed.push(match b {
                     Ok(bytes) => {
                         g.write_slice(bytes, GuestAddress(self.next_data)).unwrap();
-                        (u32::try_from(bytes.len()).unwrap(), 0)
+                        (self.next_data, u32::try_from(bytes.len()).unwrap(), false)
                     }
-                    Err(n) => (*n, VRING_DESC_F_WRITE),
-                };
-                descs.push(RawDescriptor::from(
-                    virtio_queue::desc::split::Descriptor::new(
-                        self.next_data,
-                        len,
-                        u16::try_from(next_flag | write).unwrap(),
-                        if last { 0 } else { idx + 1 },
-                    ),
-                ));
+                    Err(n) => (self.next_data, *n, true),
+                });
                 self.next_data += 0x100;
             }
-            self.queues[q].add_desc_chains(&descs, head).unwrap();
+            self.queues[q]
+                .add_desc_chains(&chains::descriptors(head, &placed, None), head)
+                .unwrap();
             self.next_desc[q] += u16::try_from(bufs.len()).unwrap();
             head
         }
@@ -660,23 +647,15 @@ mod tests {
                 .unwrap();
         }
 
-        /// Used elements since the last call: (id, len, first bytes of the chain's
-        /// first writable buffer).
+        /// Used elements since the last call: (id, len).
         fn used(&mut self, q: usize) -> Vec<(u32, u32)> {
-            let vq = &self.queues[q];
-            let idx = vq.used().idx().load();
-            let mut out = Vec::new();
-            while self.used_seen[q] != idx {
-                let e = vq
-                    .used()
-                    .ring()
-                    .ref_at(usize::from(self.used_seen[q] % QSIZE))
-                    .unwrap()
-                    .load();
-                out.push((e.id(), e.len()));
-                self.used_seen[q] = self.used_seen[q].wrapping_add(1);
-            }
-            out
+            let used_ring = self.queues[q].used_addr();
+            chains::used(
+                &*self.mem.memory(),
+                used_ring,
+                QSIZE,
+                &mut self.used_seen[q],
+            )
         }
 
         fn read(&self, addr: u64, n: usize) -> Vec<u8> {
@@ -824,28 +803,6 @@ mod tests {
     /// An address past the end of guest memory.
     const OUTSIDE: u64 = 0x30_0000;
 
-    /// Descriptors for (guest address, length, device-writable) buffers, linked
-    /// from index `first`.
-    fn chain_descs(first: u16, bufs: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
-        bufs.iter()
-            .enumerate()
-            .map(|(i, &(addr, len, write))| {
-                let idx = first + u16::try_from(i).unwrap();
-                let last = i + 1 == bufs.len();
-                let mut flags = if last { 0 } else { VRING_DESC_F_NEXT };
-                if write {
-                    flags |= VRING_DESC_F_WRITE;
-                }
-                RawDescriptor::from(Descriptor::new(
-                    addr,
-                    len,
-                    u16::try_from(flags).unwrap(),
-                    if last { 0 } else { idx + 1 },
-                ))
-            })
-            .collect()
-    }
-
     impl Rig {
         fn write(&self, addr: u64, bytes: &[u8]) {
             self.mem
@@ -858,7 +815,7 @@ mod tests {
         fn push_chain(&mut self, q: usize, bufs: &[(u64, u32, bool)]) -> u16 {
             let head = self.next_desc[q];
             self.queues[q]
-                .add_desc_chains(&chain_descs(head, bufs), head)
+                .add_desc_chains(&chains::descriptors(head, bufs, None), head)
                 .unwrap();
             self.next_desc[q] += u16::try_from(bufs.len()).unwrap();
             head
@@ -866,21 +823,9 @@ mod tests {
 
         /// Queue a chain whose buffers are listed in an indirect table at `table`.
         fn push_indirect(&mut self, q: usize, table: u64, bufs: &[(u64, u32, bool)]) -> u16 {
-            let g = self.mem.memory();
-            for (i, d) in chain_descs(0, bufs).into_iter().enumerate() {
-                g.write_obj(d, GuestAddress(table + 16 * u64::try_from(i).unwrap()))
-                    .unwrap();
-            }
             let head = self.next_desc[q];
-            let indirect = Descriptor::new(
-                table,
-                u32::try_from(16 * bufs.len()).unwrap(),
-                u16::try_from(VRING_DESC_F_INDIRECT).unwrap(),
-                0,
-            );
-            self.queues[q]
-                .add_desc_chains(&[RawDescriptor::from(indirect)], head)
-                .unwrap();
+            let indirect = chains::indirect(&*self.mem.memory(), table, bufs);
+            self.queues[q].add_desc_chains(&[indirect], head).unwrap();
             self.next_desc[q] += 1;
             head
         }

@@ -400,9 +400,8 @@ mod tests {
     use super::*;
     use crate::model::{At24, At24Config, Variant};
     use crate::protocol::{VIRTIO_I2C_FLAGS_FAIL_NEXT, VIRTIO_I2C_FLAGS_M_RD};
+    use test_kit::chains;
     use vhost_user_backend::VringT;
-    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::RawDescriptor;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Address, GuestAddress, Le16, Le32};
 
@@ -421,32 +420,20 @@ mod tests {
     /// One descriptor: (guest address, length, device-writable).
     type D = (u64, u32, bool);
 
-    fn flag(bits: u32) -> u16 {
-        u16::try_from(bits).unwrap()
-    }
-
     fn rig(chains: &[Vec<D>], next_override: Option<(usize, u16)>) -> Rig {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         let vq = MockSplitQueue::new(&mem, QSIZE);
         let mut flat = Vec::new();
         for chain in chains {
-            for (i, (addr, len, write)) in chain.iter().enumerate() {
-                let index = u16::try_from(flat.len()).unwrap();
-                let last = i + 1 == chain.len();
-                let mut f = if *write { flag(VRING_DESC_F_WRITE) } else { 0 };
-                let mut next = 0;
-                if !last {
-                    f |= flag(VRING_DESC_F_NEXT);
-                    next = index + 1;
-                }
-                if let Some((at, n)) = next_override {
-                    if at == flat.len() {
-                        f |= flag(VRING_DESC_F_NEXT);
-                        next = n;
-                    }
-                }
-                flat.push(RawDescriptor::from(Descriptor::new(*addr, *len, f, next)));
-            }
+            let first = flat.len();
+            let link = next_override
+                .filter(|(at, _)| (first..first + chain.len()).contains(at))
+                .map(|(at, n)| (at - first, n));
+            flat.extend(chains::descriptors(
+                u16::try_from(first).unwrap(),
+                chain,
+                link,
+            ));
         }
         vq.add_desc_chains(&flat, 0).unwrap();
         let atomic = GuestMemoryAtomic::new(mem.clone());
@@ -476,15 +463,7 @@ mod tests {
 
     impl Rig {
         fn used(&self) -> Vec<(u32, u32)> {
-            let idx: u16 = self.mem.read_obj(self.used_addr.unchecked_add(2)).unwrap();
-            (0..u64::from(idx))
-                .map(|i| {
-                    let at = self.used_addr.unchecked_add(4 + 8 * i);
-                    let id: u32 = self.mem.read_obj(at).unwrap();
-                    let len: u32 = self.mem.read_obj(at.unchecked_add(4)).unwrap();
-                    (id, len)
-                })
-                .collect()
+            chains::used(&self.mem, self.used_addr, QSIZE, &mut 0)
         }
 
         fn byte(&self, at: u64) -> u8 {
