@@ -15,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
+use test_kit::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
 use vhost_gpio::protocol::{
     Request, VIRTIO_GPIO_DIRECTION_IN, VIRTIO_GPIO_DIRECTION_NONE, VIRTIO_GPIO_DIRECTION_OUT,
     VIRTIO_GPIO_F_IRQ, VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_IRQ_TYPE_EDGE_BOTH,

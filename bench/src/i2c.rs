@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use common::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
+use test_kit::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
 
 use crate::stats::Tally;
 use crate::{BenchError, Result, TIMEOUT};

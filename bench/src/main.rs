@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! `vhost-bench`: measures a virtio-gpio or virtio-i2c vhost-user backend over its socket,
-//! playing QEMU and the guest driver with `common::frontend::TestFrontend`; `--compare` runs
+//! playing QEMU and the guest driver with `test_kit::frontend::TestFrontend`; `--compare` runs
 //! two backends alternately, `--floor` the eventfd floor beside them.
 
 mod compare;
@@ -14,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use common::frontend::{FrontendError, FrontendOptions, TestFrontend};
 use serde::Serialize;
+use test_kit::frontend::{FrontendError, FrontendOptions, TestFrontend};
 use vhost_bench::floor::{Floor, FloorError};
 use vhost_bench::stats;
 

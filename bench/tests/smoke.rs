@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::testutil::{cargo_bin, wait_until, ChildGuard};
 use serde_json::Value;
+use test_kit::testutil::{cargo_bin, wait_until, ChildGuard};
 
 const T: Duration = Duration::from_secs(10);
 

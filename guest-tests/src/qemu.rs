@@ -268,7 +268,7 @@ impl Qemu {
             .stdout(Stdio::from(logf))
             .stderr(Stdio::from(logf2))
             .process_group(0);
-        common::testutil::die_with_parent(&mut cmd);
+        test_kit::testutil::die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|source| QemuError::Spawn {
             binary: cfg.binary.clone(),
             source,

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::testutil::ChildGuard;
 use sha2::{Digest, Sha256};
+use test_kit::testutil::ChildGuard;
 use vhost_gpio::control::ControlClient;
 
 use crate::classify::{classify, ConsoleFindings};
@@ -219,7 +219,7 @@ impl RunFiles {
 }
 
 fn wait_for_path(p: &Path, timeout: Duration) -> bool {
-    common::testutil::wait_until(timeout, || p.exists().then_some(())).is_some()
+    test_kit::testutil::wait_until(timeout, || p.exists().then_some(())).is_some()
 }
 
 fn start_backend(

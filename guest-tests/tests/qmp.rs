@@ -9,8 +9,8 @@ use std::os::unix::net::UnixListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::testutil::ChildGuard;
 use guest_tests::qmp::{QmpClient, QmpError};
+use test_kit::testutil::ChildGuard;
 
 #[test]
 fn version_chardev_add_and_remove_against_qemu() {

@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+use common::daemon::{SocketAccess, SocketArgs, SocketArgsError, SocketSource};
+
 use crate::model::{BuildError, GpioModel, LineSpec, Pull};
 
 /// Most lines a virtio-gpio device can describe (`ngpio` is a le16).
@@ -16,6 +18,9 @@ pub const MAX_LINES: usize = 65535;
 /// Configuration errors, each naming the bad input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// No `--lines`.
+    #[error("--lines is required: a count (1..=65535) or a list like wp,led:up")]
+    MissingLines,
     /// `--lines` was empty or `0`.
     #[error("--lines is empty: give a count (1..=65535) or a list like wp,led:up")]
     NoLines,
@@ -45,9 +50,12 @@ pub enum ConfigError {
     /// `--wp-line` without `--wp-state` or the reverse.
     #[error("--wp-line and --wp-state go together")]
     WpHalf,
-    /// `--socket-count 0`.
-    #[error("--socket-count must be at least 1")]
-    NoSockets,
+    /// Bad socket flags.
+    #[error(transparent)]
+    Socket(SocketArgsError),
+    /// The control socket and the vhost-user socket are one path.
+    #[error("--control-socket {0} is also the vhost-user socket; give each its own path")]
+    ControlIsVhostSocket(PathBuf),
     /// The model refused the lines.
     #[error("bad line set")]
     Model(#[source] BuildError),
@@ -143,8 +151,8 @@ pub struct WpConfig {
 /// Configuration of one device (one vhost-user socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceConfig {
-    /// vhost-user socket path.
-    pub socket: PathBuf,
+    /// Where the device listens.
+    pub socket: SocketSource,
     /// Control socket path, if any.
     pub control: Option<PathBuf>,
     /// WP publishing, if any.
@@ -153,20 +161,72 @@ pub struct DeviceConfig {
     pub lines: Vec<LineSpec>,
 }
 
-/// Raw command-line values (what clap gives).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawConfig {
-    /// `--socket-path`.
-    pub socket_path: PathBuf,
-    /// `--socket-count`.
-    pub socket_count: usize,
-    /// `--lines`.
-    pub lines: String,
-    /// `--control-socket`.
+/// A virtio-gpio vhost-user backend with simulated lines.
+///
+/// Start it, then point QEMU at the socket with
+/// `-chardev socket,id=gpio0,path=SOCK -device vhost-user-gpio-pci,chardev=gpio0`
+/// (guest memory must be shared: memory-backend-memfd with share=on).
+/// SIGTERM or SIGINT: the WP line is released and the sockets removed.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "vhost-gpio",
+    version,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// `ctl`, or nothing to serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serving.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Send one command to a running vhost-gpio's control socket and print the
+    /// answer. Commands: list | get LINE | set LINE 0|1 | clear LINE | watch | help.
+    Ctl {
+        /// The control socket of the running vhost-gpio.
+        #[arg(long)]
+        control_socket: PathBuf,
+        /// With `watch`: exit after this many events.
+        #[arg(long)]
+        max_events: Option<u64>,
+        /// The command and its arguments.
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+}
+
+/// The serving command line of `vhost-gpio` (what clap gives).
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeArgs {
+    /// The vhost-user socket(s).
+    #[command(flatten)]
+    pub socket: SocketArgs,
+
+    /// The lines: a count N (named gpio0..gpio<N-1>, pulled down) or a
+    /// comma list of name[:up|:down|:none]. Default pull: down; the --wp-line
+    /// defaults to up. A line pulled none reads 0 when undriven.
+    #[arg(short = 'l', long, value_name = "LINES")]
+    pub lines: Option<String>,
+
+    /// Control socket path (line protocol; see `vhost-gpio ctl --help`).
+    /// Suffixed like --socket-path when --socket-count > 1. Created like the
+    /// vhost-user sockets (--socket-mode, --group).
+    #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
-    /// `--wp-line`.
+
+    /// Line (name or index) whose effective level is published to --wp-state.
+    #[arg(long, requires = "wp_state", value_name = "LINE")]
     pub wp_line: Option<String>,
-    /// `--wp-state`.
+
+    /// WP state file shared with vhost-i2c-eeprom. Suffixed like
+    /// --socket-path when --socket-count > 1.
+    #[arg(long, requires = "wp_line", value_name = "PATH")]
     pub wp_state: Option<PathBuf>,
 }
 
@@ -175,18 +235,19 @@ pub struct RawConfig {
 pub struct Config {
     /// Devices, index i served on socket i.
     pub devices: Vec<DeviceConfig>,
+    /// Who may connect to the sockets this program creates.
+    pub access: SocketAccess,
 }
 
 pub use common::paths::indexed_path;
 
-impl TryFrom<RawConfig> for Config {
+impl TryFrom<ServeArgs> for Config {
     type Error = ConfigError;
 
-    fn try_from(raw: RawConfig) -> Result<Self, ConfigError> {
-        if raw.socket_count == 0 {
-            return Err(ConfigError::NoSockets);
-        }
-        let mut list = parse_lines(&raw.lines)?;
+    fn try_from(raw: ServeArgs) -> Result<Self, ConfigError> {
+        let (sockets, access) = raw.socket.sockets().map_err(ConfigError::Socket)?;
+        let lines = raw.lines.as_deref().ok_or(ConfigError::MissingLines)?;
+        let mut list = parse_lines(lines)?;
         let wp_line = match (&raw.wp_line, &raw.wp_state) {
             (None, None) => None,
             (Some(name), Some(_)) => {
@@ -206,10 +267,12 @@ impl TryFrom<RawConfig> for Config {
         };
         // Let the model check the set too (duplicates, size), with its own error.
         GpioModel::<()>::new(&list.specs).map_err(ConfigError::Model)?;
-        let n = raw.socket_count;
-        let devices = (0..n)
-            .map(|i| DeviceConfig {
-                socket: indexed_path(&raw.socket_path, i, n),
+        let n = sockets.len();
+        let devices: Vec<DeviceConfig> = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| DeviceConfig {
+                socket,
                 control: raw.control_socket.as_deref().map(|p| indexed_path(p, i, n)),
                 wp: match (wp_line, &raw.wp_state) {
                     (Some(line), Some(state)) => Some(WpConfig {
@@ -221,7 +284,14 @@ impl TryFrom<RawConfig> for Config {
                 lines: list.specs.clone(),
             })
             .collect();
-        Ok(Config { devices })
+        for d in &devices {
+            if let (Some(ctl), Some(sock)) = (&d.control, d.socket.path()) {
+                if ctl == sock {
+                    return Err(ConfigError::ControlIsVhostSocket(ctl.clone()));
+                }
+            }
+        }
+        Ok(Config { devices, access })
     }
 }
 
@@ -229,15 +299,21 @@ impl TryFrom<RawConfig> for Config {
 mod tests {
     use super::*;
 
-    fn raw(lines: &str) -> RawConfig {
-        RawConfig {
-            socket_path: "/tmp/g.sock".into(),
-            socket_count: 1,
-            lines: lines.into(),
-            control_socket: None,
-            wp_line: None,
-            wp_state: None,
+    fn raw(lines: &str) -> ServeArgs {
+        ServeArgs {
+            socket: SocketArgs {
+                socket_path: Some("/tmp/g.sock".into()),
+                socket_count: 1,
+                socket_mode: "0600".into(),
+                ..SocketArgs::default()
+            },
+            lines: Some(lines.into()),
+            ..ServeArgs::default()
         }
+    }
+
+    fn path(s: &str) -> SocketSource {
+        SocketSource::Path(PathBuf::from(s))
     }
 
     #[test]
@@ -349,23 +425,45 @@ mod tests {
         r.control_socket = Some("/tmp/ctl".into());
         let c = Config::try_from(r.clone()).unwrap();
         assert_eq!(c.devices.len(), 1);
-        assert_eq!(c.devices[0].socket, PathBuf::from("/tmp/g.sock"));
+        assert_eq!(c.devices[0].socket, path("/tmp/g.sock"));
         assert_eq!(c.devices[0].control, Some(PathBuf::from("/tmp/ctl")));
-        r.socket_count = 3;
+        assert_eq!(c.access, SocketAccess::default());
+        r.socket.socket_count = 3;
         r.wp_line = Some("gpio1".into());
         r.wp_state = Some("/tmp/wp".into());
         let c = Config::try_from(r.clone()).unwrap();
         let socks: Vec<_> = c.devices.iter().map(|d| d.socket.clone()).collect();
         assert_eq!(
             socks,
-            ["/tmp/g.sock0", "/tmp/g.sock1", "/tmp/g.sock2"].map(PathBuf::from)
+            ["/tmp/g.sock0", "/tmp/g.sock1", "/tmp/g.sock2"].map(path)
         );
         assert_eq!(c.devices[2].control, Some(PathBuf::from("/tmp/ctl2")));
         assert_eq!(
             c.devices[1].wp.as_ref().unwrap().state,
             PathBuf::from("/tmp/wp1")
         );
-        r.socket_count = 0;
-        assert_eq!(Config::try_from(r), Err(ConfigError::NoSockets));
+        r.socket.socket_count = 0;
+        assert_eq!(
+            Config::try_from(r.clone()),
+            Err(ConfigError::Socket(SocketArgsError::NoSockets))
+        );
+        r.socket.socket_count = 1;
+        r.control_socket = Some("/tmp/g.sock".into());
+        assert!(matches!(
+            Config::try_from(r.clone()),
+            Err(ConfigError::ControlIsVhostSocket(_))
+        ));
+        r.control_socket = None;
+        r.socket.socket_path = None;
+        r.socket.fd = Some(7);
+        assert_eq!(
+            Config::try_from(r.clone()).unwrap().devices[0].socket,
+            SocketSource::Fd(7)
+        );
+        r.socket.socket_count = 2;
+        assert_eq!(
+            Config::try_from(r),
+            Err(ConfigError::Socket(SocketArgsError::FdWithCount))
+        );
     }
 }

@@ -20,7 +20,6 @@
 //! `err` line and the session goes on.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,18 +41,6 @@ pub const WATCH_BACKLOG: usize = 4096;
 /// Control socket errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// Binding the socket failed.
-    #[error("binding control socket {path}")]
-    Bind {
-        /// Socket path.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
-    /// Something other than a socket sits at the path.
-    #[error("control socket path {0} exists and is not a socket")]
-    NotASocket(PathBuf),
     /// Connecting failed.
     #[error("connecting to control socket {path}")]
     Connect {
@@ -151,32 +138,17 @@ const HELP: &[&str] = &[
     "  quit               close the connection",
 ];
 
-/// Start the control server on `path` for `device`. A stale socket file is
-/// replaced; any other file at the path is an error.
+/// Start the control server for `device` on `listener` (bound with
+/// [`common::daemon::Bound`], which refuses a live socket and sets the mode).
 pub fn spawn_server(
-    path: &Path,
+    listener: UnixListener,
     device: Arc<Device>,
-) -> Result<thread::JoinHandle<()>, ControlError> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            let _ = std::fs::remove_file(path);
-        } else {
-            return Err(ControlError::NotASocket(path.to_path_buf()));
-        }
-    }
-    let listener = UnixListener::bind(path).map_err(|source| ControlError::Bind {
-        path: path.to_path_buf(),
-        source,
-    })?;
+) -> io::Result<thread::JoinHandle<()>> {
     let clients = Arc::new(AtomicUsize::new(0));
     let name = format!("ctl-{}", device.name());
     thread::Builder::new()
         .name(name)
         .spawn(move || accept_loop(listener, device, clients))
-        .map_err(|source| ControlError::Bind {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 fn accept_loop(listener: UnixListener, device: Arc<Device>, clients: Arc<AtomicUsize>) {
@@ -269,7 +241,7 @@ fn session(stream: UnixStream, device: &Device) -> io::Result<()> {
             }
             ["get", which] => match find(device, which) {
                 Ok(i) => {
-                    let st = device.lock().model.state(i);
+                    let st = device.state(i);
                     match st {
                         Some(s) => writeln!(out, "line {}\nok", format_record(&s))?,
                         None => writeln!(out, "err no line {which:?}")?,
@@ -312,15 +284,13 @@ fn answer<E: std::fmt::Display>(out: &mut UnixStream, r: Result<(), E>) -> io::R
 
 fn find(device: &Device, which: &str) -> Result<u16, String> {
     device
-        .lock()
-        .model
         .find(which)
         .ok_or_else(|| format!("no line named or numbered {which:?}"))
 }
 
 fn watch(mut out: UnixStream, stream: UnixStream, device: &Device) -> io::Result<()> {
     let (tx, rx) = mpsc::sync_channel::<LineState>(WATCH_BACKLOG);
-    device.lock().add_watcher(tx);
+    device.add_watcher(tx);
     writeln!(out, "ok")?;
     // Detect a closed client while idle: a read that returns 0 bytes.
     stream.set_read_timeout(Some(Duration::from_millis(1)))?;

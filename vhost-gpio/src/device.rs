@@ -9,6 +9,19 @@
 //! written by the vhost-user worker, which owns the queues: the control side
 //! queues them here and wakes the worker through an eventfd registered on the
 //! daemon's epoll (no thread per line, no polling).
+//!
+//! Request execution is here, in one place: [`Device::handle`] (requestq) and
+//! [`Device::queue_irq`] (eventq) lock the state, check the device still serves
+//! the guest, call the model and publish the WP line, all under one lock.
+//!
+//! # The serving gate
+//!
+//! Once a ring is stopped, disabled or reset, or the connection is gone, no guest
+//! request may change a line: [`Device::guest_gone`] closes the gate and releases
+//! the lines under the same lock that [`Device::handle`] checks it under, so no
+//! ordering of the worker and the lifecycle event lets a request land after the
+//! release. Only a ring being started or enabled again opens it
+//! ([`Device::start_serving`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -21,7 +34,10 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::model::{BuildError, Completion, Effects, GpioModel, LineSpec, LineState, ModelError};
+use crate::model::{
+    BuildError, Completion, Effects, GpioModel, LineSpec, LineState, ModelError, SmallList,
+};
+use crate::protocol::{Request, Response};
 
 /// An eventq buffer held by the model until it is returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,27 +59,60 @@ struct WpLink {
     last: Option<(bool, bool)>,
 }
 
-/// Mutable device state, behind [`Device::lock`].
+/// Mutable device state, behind the device's lock.
 #[derive(Debug)]
-pub struct DeviceState {
-    /// The lines.
-    pub model: GpioModel<EventToken>,
+struct DeviceState {
+    model: GpioModel<EventToken>,
     wp: Option<WpLink>,
     pending: Vec<Completion<EventToken>>,
     watchers: Vec<SyncSender<LineState>>,
     generation: u64,
+    /// Guest requests are served (see "The serving gate").
+    serving: bool,
+}
+
+/// eventq buffers to return, and the device generation they belong to.
+pub type Completions = SmallList<Completion<EventToken>>;
+
+/// What [`Device::handle`] made of a requestq message.
+#[derive(Debug)]
+pub enum Handled {
+    /// The response to write, and eventq buffers the request released.
+    Answer {
+        /// The response.
+        response: Response,
+        /// eventq buffers to return.
+        completions: Completions,
+        /// The generation they belong to.
+        generation: u64,
+    },
+    /// Refused with an error status (already logged): write as much of it as fits.
+    Error(Response),
+    /// The device no longer serves the guest: the request is not executed.
+    NotServing,
+}
+
+/// What [`Device::queue_irq`] made of an eventq buffer.
+#[derive(Debug)]
+pub enum Queued {
+    /// The model holds the buffer; these buffers (perhaps this one) are to be returned.
+    Held {
+        /// eventq buffers to return.
+        completions: Completions,
+        /// The generation they belong to.
+        generation: u64,
+    },
+    /// Refused: return it now with an INVALID status.
+    Invalid(ModelError),
+    /// The device no longer serves the guest.
+    NotServing,
 }
 
 impl DeviceState {
-    /// Current generation (bumped each time the guest goes away).
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// Publish the WP line if its effective level or drive changed, and tell the
     /// watchers about every changed line. Called under the lock after every model
     /// operation, before the guest can see the operation's answer.
-    pub fn publish(&mut self, effects: &Effects<EventToken>) -> Result<(), WpError> {
+    fn publish(&mut self, effects: &Effects<EventToken>) -> Result<(), WpError> {
         let mut result = Ok(());
         if let Some(wp) = self.wp.as_mut() {
             if let Some(now) = self.model.level(wp.line) {
@@ -97,15 +146,33 @@ impl DeviceState {
         result
     }
 
-    /// Take the eventq completions queued by the host side.
-    pub fn take_pending(&mut self) -> Vec<Completion<EventToken>> {
-        std::mem::take(&mut self.pending)
-    }
-
-    /// Add a watcher; it gets every later line change (a bounded channel: a
-    /// watcher whose channel is full is dropped).
-    pub fn add_watcher(&mut self, tx: SyncSender<LineState>) {
-        self.watchers.push(tx);
+    /// Run one guest request on the model.
+    fn execute(
+        &mut self,
+        request: Request,
+        irq_negotiated: bool,
+    ) -> Result<(Response, Effects<EventToken>), ModelError> {
+        let m = &mut self.model;
+        Ok(match request {
+            Request::GetNames => (Response::names(m.names_block()), Effects::default()),
+            Request::GetDirection { gpio } => (
+                Response::ok(m.get_direction(gpio)?.to_wire()),
+                Effects::default(),
+            ),
+            Request::GetValue { gpio } => (
+                Response::ok(u8::from(m.get_value(gpio)?)),
+                Effects::default(),
+            ),
+            Request::SetDirection { gpio, direction } => {
+                (Response::ok(0), m.set_direction(gpio, direction)?)
+            }
+            Request::SetValue { gpio, value } => (Response::ok(0), m.set_value(gpio, value)?),
+            Request::SetIrqType { gpio, irq_type } => (
+                Response::ok(0),
+                m.set_irq_type(gpio, irq_type, irq_negotiated)?,
+            ),
+            Request::Unsupported(t) => return Err(ModelError::Unsupported(t)),
+        })
     }
 }
 
@@ -162,6 +229,7 @@ impl Device {
             pending: Vec::new(),
             watchers: Vec::new(),
             generation: 0,
+            serving: false,
         };
         // Publish the initial (pull or host) level so `last` is known.
         if let Err(e) = state.publish(&Effects::default()) {
@@ -183,8 +251,118 @@ impl Device {
     /// Lock the state. A panic elsewhere while holding the lock does not make
     /// the device unusable: the state is a plain value and stays consistent
     /// per operation.
-    pub fn lock(&self) -> MutexGuard<'_, DeviceState> {
+    fn lock(&self) -> MutexGuard<'_, DeviceState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Size of the response `request` needs.
+    pub fn response_size(&self, request: &Request) -> usize {
+        request.response_size(self.lock().model.names_block().len())
+    }
+
+    /// Execute one requestq message, with `room` device-writable bytes for the
+    /// answer. Under one lock: the serving gate, the model, the WP line (in the
+    /// shared file before the guest can see the answer) and the watchers.
+    pub fn handle(&self, request: Request, room: usize, irq_negotiated: bool) -> Handled {
+        let mut st = self.lock();
+        if !st.serving {
+            return Handled::NotServing;
+        }
+        let need = request.response_size(st.model.names_block().len());
+        if room < need {
+            drop(st);
+            log::warn!(
+                "{}: {request:?}: response buffer has {room} writable bytes, needs {need}; answered ERR",
+                self.name
+            );
+            return Handled::Error(Response::error(crate::protocol::RESPONSE_SIZE));
+        }
+        match st.execute(request, irq_negotiated) {
+            Ok((mut response, effects)) => {
+                if let Err(e) = st.publish(&effects) {
+                    log::error!("{}: {request:?}: {e}", self.name);
+                    response.set_error();
+                }
+                Handled::Answer {
+                    response,
+                    completions: effects.completions,
+                    generation: st.generation,
+                }
+            }
+            Err(e) => {
+                drop(st);
+                log::warn!("{}: {request:?}: {e}; answered ERR", self.name);
+                Handled::Error(Response::error(need))
+            }
+        }
+    }
+
+    /// Hand an eventq buffer for line `gpio` to the model (unmask), its status
+    /// byte at `status_addr`.
+    pub fn queue_irq(&self, gpio: u16, head: u16, status_addr: GuestAddress) -> Queued {
+        let mut st = self.lock();
+        if !st.serving {
+            return Queued::NotServing;
+        }
+        let token = EventToken {
+            head,
+            status_addr,
+            generation: st.generation,
+        };
+        match st.model.queue_irq_buffer(gpio, token) {
+            Ok(effects) => {
+                if let Err(e) = st.publish(&effects) {
+                    log::error!("{}: {e}", self.name);
+                }
+                Queued::Held {
+                    completions: effects.completions,
+                    generation: st.generation,
+                }
+            }
+            Err((_token, e)) => Queued::Invalid(e),
+        }
+    }
+
+    /// The eventq completions the host side queued, and their generation.
+    pub fn take_pending(&self) -> (Vec<Completion<EventToken>>, u64) {
+        let mut st = self.lock();
+        (std::mem::take(&mut st.pending), st.generation)
+    }
+
+    /// The line count and the names block size (the config space).
+    pub fn config(&self) -> (u16, u32) {
+        let st = self.lock();
+        (st.model.ngpio(), st.model.names_size())
+    }
+
+    /// A line's state.
+    pub fn state(&self, gpio: u16) -> Option<LineState> {
+        self.lock().model.state(gpio)
+    }
+
+    /// The line with this name or index.
+    pub fn find(&self, which: &str) -> Option<u16> {
+        self.lock().model.find(which)
+    }
+
+    /// Add a watcher; it gets every later line change (a bounded channel: a
+    /// watcher whose channel is full is dropped).
+    pub fn add_watcher(&self, tx: SyncSender<LineState>) {
+        self.lock().watchers.push(tx);
+    }
+
+    /// A ring was started or enabled: serve guest requests again.
+    pub fn start_serving(&self) {
+        let mut st = self.lock();
+        if !st.serving {
+            st.serving = true;
+            log::debug!("{}: serving the guest", self.name);
+        }
+    }
+
+    /// True while guest requests are served.
+    pub fn serving(&self) -> bool {
+        self.lock().serving
     }
 
     /// The fd the worker's epoll watches.
@@ -224,24 +402,24 @@ impl Device {
 
     /// The guest driver is gone: every line floats, interrupts are off, queued
     /// eventq buffers are forgotten, and the WP line is republished.
+    /// Closes the serving gate in the same critical section: no guest request
+    /// changes a line after this, until a ring is started again.
     pub fn guest_gone(&self, reason: &str) {
         let mut st = self.lock();
+        st.serving = false;
         let (effects, dropped) = st.model.release_guest();
         st.generation = st.generation.wrapping_add(1);
         st.pending.clear();
         if let Err(e) = st.publish(&effects) {
             log::error!("{}: {e}", self.name);
         }
-        if !effects.changed.is_empty() || !dropped.is_empty() {
-            log::info!(
-                "{}: {reason}: released {} line(s), dropped {} eventq buffer(s)",
-                self.name,
-                effects.changed.len(),
-                dropped.len()
-            );
-        } else {
-            log::debug!("{}: {reason}: nothing to release", self.name);
-        }
+        // One line per lifecycle event; tests wait for it.
+        log::info!(
+            "{}: {reason}: released {} line(s), dropped {} eventq buffer(s)",
+            self.name,
+            effects.changed.len(),
+            dropped.len()
+        );
     }
 
     /// Snapshot of every line.

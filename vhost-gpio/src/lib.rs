@@ -10,7 +10,7 @@
 //!   socket and the connection loop (WP publishing lives here);
 //! - [`vhu`]: the thin vhost-user backend;
 //! - [`control`]: the control socket server and client;
-//! - [`serve`]: the per-socket connection loop.
+//! - [`serve`]: the device's side of the shared connection loop.
 
 pub mod config;
 pub mod control;

@@ -3,92 +3,40 @@
 //! `vhost-gpio`: serve simulated GPIO lines to guests over vhost-user, and
 //! `vhost-gpio ctl`: talk to a running instance's control socket.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::thread;
 
-use clap::{Args, Parser, Subcommand};
-use common::wp::WpWriter;
+use common::daemon::{
+    print_capabilities, report, serve_until_terminated, Bound, DaemonError, Termination,
+};
+use common::wp::{WpError, WpWriter};
 
-use vhost_gpio::config::{Config, RawConfig};
+use vhost_gpio::config::{Cli, Command, Config, ConfigError};
 use vhost_gpio::control::{spawn_server, ControlClient, ControlError};
-use vhost_gpio::device::Device;
-use vhost_gpio::serve::{bind, serve_forever};
+use vhost_gpio::device::{Device, DeviceError};
+use vhost_gpio::serve::GpioConnections;
 
-/// A virtio-gpio vhost-user backend with simulated lines.
-///
-/// Start it, then point QEMU at the socket with
-/// `-chardev socket,id=gpio0,path=SOCK -device vhost-user-gpio-pci,chardev=gpio0`
-/// (guest memory must be shared: memory-backend-memfd with share=on).
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    subcommand_negates_reqs = true,
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    serve: ServeArgs,
+/// Why `vhost-gpio` could not serve.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("invalid command line")]
+    Config(#[source] ConfigError),
+    #[error("device {0}")]
+    Device(usize, #[source] DeviceError),
+    #[error("device {0}")]
+    Wp(usize, #[source] WpError),
+    #[error("device {0}: vhost-user socket")]
+    Socket(usize, #[source] DaemonError),
+    #[error("device {0}: control socket")]
+    Control(usize, #[source] DaemonError),
+    #[error("device {0}: starting the control socket thread")]
+    ControlThread(usize, #[source] std::io::Error),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
 }
 
-#[derive(Args, Debug)]
-struct ServeArgs {
-    /// vhost-user socket path. With --socket-count N > 1 the device index
-    /// 0..N-1 is appended (gpio.sock -> gpio.sock0, gpio.sock1, ...); with one
-    /// socket the path is used exactly as given.
-    #[arg(long, required = true)]
-    socket_path: Option<PathBuf>,
-
-    /// Number of independent devices, one per socket, served concurrently.
-    #[arg(long, default_value_t = 1)]
-    socket_count: usize,
-
-    /// The lines: a count N (named gpio0..gpio<N-1>, pulled down) or a
-    /// comma list of name[:up|:down|:none]. Default pull: down; the --wp-line
-    /// defaults to up. A line pulled none reads 0 when undriven.
-    #[arg(long, required = true)]
-    lines: Option<String>,
-
-    /// Control socket path (line protocol; see `vhost-gpio ctl --help`).
-    /// Suffixed like --socket-path when --socket-count > 1.
-    #[arg(long)]
-    control_socket: Option<PathBuf>,
-
-    /// Line (name or index) whose effective level is published to --wp-state.
-    #[arg(long, requires = "wp_state")]
-    wp_line: Option<String>,
-
-    /// WP state file shared with vhost-i2c-eeprom. Suffixed like
-    /// --socket-path when --socket-count > 1.
-    #[arg(long, requires = "wp_line")]
-    wp_state: Option<PathBuf>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Send one command to a running vhost-gpio's control socket and print the
-    /// answer. Commands: list | get LINE | set LINE 0|1 | clear LINE | watch | help.
-    Ctl {
-        /// The control socket of the running vhost-gpio.
-        #[arg(long)]
-        control_socket: PathBuf,
-        /// With `watch`: exit after this many events.
-        #[arg(long)]
-        max_events: Option<u64>,
-        /// The command and its arguments.
-        #[arg(required = true, num_args = 1.., trailing_var_arg = true)]
-        command: Vec<String>,
-    },
-}
-
-fn run_ctl(
-    path: &std::path::Path,
-    words: &[String],
-    max_events: Option<u64>,
-) -> Result<(), ControlError> {
+fn run_ctl(path: &Path, words: &[String], max_events: Option<u64>) -> Result<(), ControlError> {
     let mut client = ControlClient::connect(path)?;
     let cmd = words.join(" ");
     let lines = client.command(&cmd)?;
@@ -106,17 +54,12 @@ fn run_ctl(
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> Result<(), String> {
-    let raw = RawConfig {
-        socket_path: args.socket_path.ok_or("--socket-path is required")?,
-        socket_count: args.socket_count,
-        lines: args.lines.ok_or("--lines is required")?,
-        control_socket: args.control_socket,
-        wp_line: args.wp_line,
-        wp_state: args.wp_state,
-    };
-    let config = Config::try_from(raw).map_err(|e| error_chain(&e))?;
-    let mut workers = Vec::new();
+fn serve(config: Config) -> Result<(), MainError> {
+    // Caught before any socket appears: a stop at any moment is a clean exit.
+    let termination = Termination::catch()?;
+    let mut devices = Vec::new();
+    let mut servers = Vec::new();
+    let mut controls = Vec::new();
     for (i, dev) in config.devices.iter().enumerate() {
         let wp = match &dev.wp {
             Some(wp) => {
@@ -124,8 +67,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                     .lines
                     .get(usize::from(wp.line))
                     .map(|l| l.pull)
-                    .ok_or("WP line out of range")?;
-                let writer = WpWriter::open(&wp.state, pull).map_err(|e| error_chain(&e))?;
+                    .ok_or(MainError::Device(i, DeviceError::WpLine(wp.line)))?;
+                let writer = WpWriter::open(&wp.state, pull).map_err(|e| MainError::Wp(i, e))?;
                 log::info!(
                     "device {i}: publishing line {} to {} (pull {pull})",
                     wp.line,
@@ -136,60 +79,67 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             None => None,
         };
         let device = Arc::new(
-            Device::new(&format!("gpio{i}"), &dev.lines, wp).map_err(|e| error_chain(&e))?,
+            Device::new(&format!("gpio{i}"), &dev.lines, wp)
+                .map_err(|e| MainError::Device(i, e))?,
         );
-        let listener = bind(&dev.socket).map_err(|e| error_chain(&e))?;
+        let bound = dev
+            .socket
+            .open(&config.access)
+            .map_err(|e| MainError::Socket(i, e))?;
         if let Some(ctl) = &dev.control {
-            spawn_server(ctl, device.clone()).map_err(|e| error_chain(&e))?;
+            let ctl_bound =
+                Bound::bind(ctl, &config.access).map_err(|e| MainError::Control(i, e))?;
+            let listener = ctl_bound
+                .listener()
+                .try_clone()
+                .map_err(|e| MainError::ControlThread(i, e))?;
+            spawn_server(listener, device.clone()).map_err(|e| MainError::ControlThread(i, e))?;
             log::info!("device {i}: control socket {}", ctl.display());
+            controls.push(ctl_bound);
         }
         log::info!(
             "device {i}: {} line(s) on {}",
             dev.lines.len(),
-            dev.socket.display()
+            bound.describe()
         );
-        let handle = thread::Builder::new()
-            .name(format!("gpio{i}"))
-            .spawn(move || serve_forever(listener, device))
-            .map_err(|e| format!("starting device thread: {e}"))?;
-        workers.push(handle);
+        devices.push(device.clone());
+        servers.push((bound, GpioConnections::new(device)));
     }
-    for w in workers {
-        if w.join().is_err() {
-            return Err("a device thread panicked".into());
+    serve_until_terminated(termination, servers, |signal| {
+        for d in &devices {
+            // Closes the serving gate and publishes the WP line's pull.
+            d.guest_gone(&format!("{signal}: exiting"));
         }
-    }
+        for c in &controls {
+            c.remove();
+        }
+    })?;
     Ok(())
 }
 
-/// An error with its sources, one per "because".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
-
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let cli: Cli = common::daemon::start();
+    match cli.command {
         Some(Command::Ctl {
             control_socket,
             max_events,
             command,
-        }) => run_ctl(&control_socket, &command, max_events).map_err(|e| error_chain(&e)),
-        None => serve(cli.serve),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vhost-gpio: {e}");
-            ExitCode::FAILURE
+        }) => match run_ctl(&control_socket, &command, max_events) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report("vhost-gpio ctl", &e),
+        },
+        None if cli.serve.socket.print_capabilities => {
+            print_capabilities("gpio");
+            ExitCode::SUCCESS
+        }
+        None => {
+            let result = Config::try_from(cli.serve)
+                .map_err(MainError::Config)
+                .and_then(serve);
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report("vhost-gpio", &e),
+            }
         }
     }
 }

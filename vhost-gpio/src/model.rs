@@ -73,6 +73,9 @@ pub enum ModelError {
     /// A second eventq buffer for the same line.
     #[error("line {0} already has an eventq buffer queued")]
     BufferAlreadyQueued(u16),
+    /// A request type the spec does not define.
+    #[error("unknown request type {0:#x}")]
+    Unsupported(u16),
 }
 
 /// Status of a returned eventq buffer.

@@ -366,6 +366,70 @@ impl Request {
     }
 }
 
+/// A requestq answer, on the stack for every message but GET_NAMES (whose names block has
+/// the device's size).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// A `virtio_gpio_response`.
+    Fixed(VirtioGpioResponse),
+    /// GET_NAMES: the status, then the names block (or an error padded to that length).
+    Long(Vec<u8>),
+}
+
+impl Response {
+    /// Success with this value byte.
+    pub fn ok(value: u8) -> Response {
+        Response::Fixed(VirtioGpioResponse {
+            status: VIRTIO_GPIO_STATUS_OK,
+            value,
+        })
+    }
+
+    /// GET_NAMES's success: the status, then the names block.
+    pub fn names(block: &[u8]) -> Response {
+        let mut out = Vec::with_capacity(1 + block.len());
+        out.push(VIRTIO_GPIO_STATUS_OK);
+        out.extend_from_slice(block);
+        Response::Long(out)
+    }
+
+    /// An error status, padded with zeros to the `len` bytes the request needs.
+    pub fn error(len: usize) -> Response {
+        if len == RESPONSE_SIZE {
+            Response::Fixed(VirtioGpioResponse {
+                status: VIRTIO_GPIO_STATUS_ERR,
+                value: 0,
+            })
+        } else {
+            let mut out = vec![0; len];
+            if let Some(status) = out.first_mut() {
+                *status = VIRTIO_GPIO_STATUS_ERR;
+            }
+            Response::Long(out)
+        }
+    }
+
+    /// Turn the answer into a failure (the value bytes stay).
+    pub fn set_error(&mut self) {
+        match self {
+            Response::Fixed(r) => r.status = VIRTIO_GPIO_STATUS_ERR,
+            Response::Long(out) => {
+                if let Some(status) = out.first_mut() {
+                    *status = VIRTIO_GPIO_STATUS_ERR;
+                }
+            }
+        }
+    }
+
+    /// The bytes on the wire.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Response::Fixed(r) => r.as_slice(),
+            Response::Long(out) => out,
+        }
+    }
+}
+
 /// Parse the device-readable bytes of an eventq chain: the line number.
 pub fn parse_irq_request(bytes: &[u8]) -> Result<u16, ParseError> {
     let head = bytes.get(..IRQ_REQUEST_SIZE).ok_or(ParseError::Short {

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! The vhost-user glue: a thin [`VhostUserBackendMut`] that pops chains, checks
-//! them, hands parsed requests to the model (through [`Device`]) and returns
-//! every chain with `add_used`. Malformed chains get an error status when they
-//! carry a device-writable buffer, else they are returned with length 0 and a
-//! log line; the worker never stops on guest input.
+//! The vhost-user glue: a thin [`VhostUserBackendMut`] that drains the queues
+//! with [`common::vq::drain`], scans each chain once ([`common::chain`]),
+//! hands the parsed request to [`Device::handle`] or [`Device::queue_irq`]
+//! (which execute it) and writes the answer. Malformed chains get an error
+//! status when they carry a device-writable buffer, else they are returned
+//! with length 0 and a log line; the worker never stops on guest input. When
+//! the device no longer serves the guest (the serving gate is closed) the loop
+//! ends.
 //!
 //! # Seeing the guest go away
 //!
@@ -17,8 +20,11 @@
 //! - `SET_VRING_ENABLE 0`: the library only flips the vring's `enabled` flag and
 //!   no callback follows, so our vring type [`GpioVring`] wraps `VringRwLock`
 //!   and reports `set_enabled(false)` to the device;
-//! - end of the connection: the connection loop in `main` calls
-//!   [`Device::guest_gone`] when the daemon's `wait` returns.
+//! - end of the connection: the connection loop ([`crate::serve`]) calls
+//!   [`Device::guest_gone`] when the daemon's `wait` returns;
+//! - SIGTERM: `main` calls [`Device::guest_gone`] before exiting.
+//!
+//! A ring started (`SET_VRING_KICK`) or enabled again opens the serving gate.
 //!
 //! `RESET_OWNER` reaches no backend hook in 0.24; every frontend we know stops
 //! the rings (`GET_VRING_BASE`) before it resets, which we do see.
@@ -27,32 +33,22 @@ use std::io;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock, Weak};
 
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use common::daemon::ExitEvent;
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{
     VhostUserBackendMut, VringRwLock, VringStateGuard, VringStateMutGuard, VringT,
 };
-use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::bindings::virtio_ring::{
-    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
-};
-use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{
-    ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic,
-    GuestMemoryError, GuestMemoryLoadGuard, GuestMemoryMmap, Permissions,
-};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
-use crate::device::{Device, EventToken};
-use crate::model::{Completion, Effects, IrqStatus, ModelError};
+use crate::device::{Device, EventToken, Handled, Queued};
+use crate::model::{Completion, IrqStatus};
 use crate::protocol::{
-    parse_irq_request, ParseError, Request, VirtioGpioResponse, EVENT_QUEUE, IRQ_REQUEST_SIZE,
-    NUM_QUEUES, REQUEST_QUEUE, REQUEST_SIZE, RESPONSE_SIZE, VIRTIO_GPIO_F_IRQ,
-    VIRTIO_GPIO_IRQ_STATUS_INVALID, VIRTIO_GPIO_IRQ_STATUS_VALID, VIRTIO_GPIO_STATUS_ERR,
-    VIRTIO_GPIO_STATUS_OK,
+    parse_irq_request, ParseError, Request, Response, EVENT_QUEUE, IRQ_REQUEST_SIZE, NUM_QUEUES,
+    REQUEST_QUEUE, REQUEST_SIZE, RESPONSE_SIZE, VIRTIO_GPIO_F_IRQ, VIRTIO_GPIO_IRQ_STATUS_INVALID,
+    VIRTIO_GPIO_IRQ_STATUS_VALID,
 };
 
 /// Largest queue the backend accepts.
@@ -63,8 +59,8 @@ pub const MAX_CHAIN_DESCRIPTORS: usize = 16;
 pub const DEVICE_EVENT: u16 = 3;
 const _: () = assert!(DEVICE_EVENT as usize > NUM_QUEUES);
 
-type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
-type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+use common::chain::{ChainError, ChainScan};
+use common::vq::{drain, signal, Chain, Mem, QueueServer, Served, RING_FEATURES};
 
 /// A `VringRwLock` that tells the device when the frontend disables it
 /// (`SET_VRING_ENABLE 0`, or a device reset), which the library reports to no
@@ -92,6 +88,17 @@ impl GpioVring {
     /// True once a device observes this vring.
     pub fn observed(&self) -> bool {
         self.observer.get().is_some()
+    }
+
+    /// The observing device, if still there.
+    fn device(&self) -> Option<Arc<Device>> {
+        self.observer.get().and_then(Weak::upgrade)
+    }
+
+    /// The ring is started and enabled.
+    fn running(&self) -> bool {
+        let state = self.inner.get_ref();
+        state.is_enabled() && state.get_queue().ready()
     }
 }
 
@@ -133,8 +140,10 @@ impl VringT<Mem> for GpioVring {
     }
     fn set_enabled(&self, enabled: bool) {
         self.inner.set_enabled(enabled);
-        if !enabled {
-            if let Some(device) = self.observer.get().and_then(Weak::upgrade) {
+        if let Some(device) = self.device() {
+            if enabled {
+                device.start_serving();
+            } else {
                 device.guest_gone("ring disabled (SET_VRING_ENABLE 0 or reset)");
             }
         }
@@ -161,7 +170,13 @@ impl VringT<Mem> for GpioVring {
         self.inner.set_queue_event_idx(enabled)
     }
     fn set_queue_ready(&self, ready: bool) {
-        self.inner.set_queue_ready(ready)
+        self.inner.set_queue_ready(ready);
+        // Not ready: GET_VRING_BASE, which stop_vring reports.
+        if ready {
+            if let Some(device) = self.device() {
+                device.start_serving();
+            }
+        }
     }
     fn set_kick(&self, file: Option<std::fs::File>) {
         self.inner.set_kick(file)
@@ -177,265 +192,20 @@ impl VringT<Mem> for GpioVring {
     }
 }
 
-/// Why a chain could not be served normally (logged; never fatal).
-#[derive(Debug, thiserror::Error)]
-pub enum ChainError {
-    /// More descriptors than any GPIO message needs.
-    #[error("chain has more than {MAX_CHAIN_DESCRIPTORS} descriptors")]
-    TooManyDescriptors,
-    /// A device-readable descriptor after a device-writable one.
-    #[error("device-readable descriptor after a device-writable one")]
-    WrongDirection,
-    /// A descriptor points outside guest memory (or the chain is otherwise unusable).
-    #[error("descriptor outside guest memory")]
-    Memory(#[source] virtio_queue::Error),
-    /// The request part is too short.
-    #[error("request has {got} readable bytes, needs {need}")]
-    ShortRequest {
-        /// Bytes there.
-        got: usize,
-        /// Bytes needed.
-        need: usize,
-    },
-    /// The response part is too short.
-    #[error("response buffer has {got} writable bytes, needs {need}")]
-    ShortResponse {
-        /// Bytes there.
-        got: usize,
-        /// Bytes needed.
-        need: usize,
-    },
-    /// No device-writable buffer at all: the chain is dropped.
-    #[error("no device-writable buffer")]
-    NoResponseBuffer,
-    /// Writing the answer into guest memory failed.
-    #[error("writing the answer")]
-    Access(#[source] GuestMemoryError),
-    /// The model refused the request.
-    #[error("request refused")]
-    Model(#[source] ModelError),
-    /// Unknown request type.
-    #[error("unknown request type {0:#x}")]
-    Unsupported(u16),
+/// One of the device's queues being drained.
+struct QueueOf<'a> {
+    backend: &'a VhostUserGpioBackend,
+    index: u16,
+    vring: &'a GpioVring,
+    evq: Option<&'a GpioVring>,
 }
 
-/// The device-writable buffers of a chain, in chain order, empty ones left out.
-#[derive(Debug)]
-struct WritableBufs {
-    /// (guest address, length) of each buffer; the first `count` are set. A
-    /// well-formed chain has at most [`MAX_CHAIN_DESCRIPTORS`] buffers; a
-    /// longer one only gets an error status (two bytes at most), which the
-    /// first (non-empty) ones hold.
-    bufs: [(GuestAddress, usize); MAX_CHAIN_DESCRIPTORS],
-    count: usize,
-    /// Device-writable bytes in the whole chain.
-    room: usize,
-}
-
-impl WritableBufs {
-    fn new() -> Self {
-        WritableBufs {
-            bufs: [(GuestAddress(0), 0); MAX_CHAIN_DESCRIPTORS],
-            count: 0,
-            room: 0,
-        }
-    }
-
-    fn push(&mut self, addr: GuestAddress, len: usize) {
-        if len == 0 {
-            return;
-        }
-        if let Some(slot) = self.bufs.get_mut(self.count) {
-            *slot = (addr, len);
-            self.count += 1;
-        }
-    }
-
-    /// Guest address of the first device-writable byte.
-    fn first_addr(&self) -> Option<GuestAddress> {
-        self.bufs.get(..self.count)?.first().map(|b| b.0)
-    }
-
-    /// Write all of `bytes` at the start of the device-writable part.
-    fn write(&self, mem: &GuestMemoryMmap, bytes: &[u8]) -> Result<(), GuestMemoryError> {
-        let mut rest = bytes;
-        for &(addr, len) in self.bufs.iter().take(self.count) {
-            if rest.is_empty() {
-                break;
-            }
-            let (now, later) = rest.split_at(len.min(rest.len()));
-            mem.write_slice(now, addr)?;
-            rest = later;
-        }
-        if rest.is_empty() {
-            Ok(())
+impl QueueServer for QueueOf<'_> {
+    fn serve(&mut self, chain: Chain) -> Served {
+        if self.index == REQUEST_QUEUE {
+            self.backend.serve_request(&chain, self.evq)
         } else {
-            Err(GuestMemoryError::PartialBuffer {
-                expected: bytes.len(),
-                completed: bytes.len() - rest.len(),
-            })
-        }
-    }
-
-    /// Write as much of an error status as there is room for; returns the used
-    /// length (0 if nothing could be written).
-    fn write_status(&self, mem: &GuestMemoryMmap, bytes: &[u8]) -> u32 {
-        let n = self.room.min(bytes.len());
-        match bytes.get(..n).map(|b| self.write(mem, b)) {
-            Some(Ok(())) => u32::try_from(n).unwrap_or(0),
-            _ => 0,
-        }
-    }
-}
-
-/// Check that a buffer lies in guest memory (what `Reader::new` and
-/// `Writer::new` check of each one) and copy its first bytes into `into`;
-/// returns how many were copied.
-fn check_buffer(
-    mem: &GuestMemoryMmap,
-    addr: GuestAddress,
-    len: usize,
-    access: Permissions,
-    into: &mut [u8],
-) -> Result<usize, virtio_queue::Error> {
-    let slices = mem
-        .get_slices(addr, len, access)
-        .map_err(virtio_queue::Error::GuestMemoryError)?;
-    let mut copied = 0;
-    for slice in slices {
-        let slice = slice.map_err(virtio_queue::Error::GuestMemoryError)?;
-        if let Some(rest) = into.get_mut(copied..) {
-            copied += slice.copy_to(rest);
-        }
-    }
-    Ok(copied)
-}
-
-/// A chain after the one walk of its descriptors: the request it carries (or
-/// why it gets an error status instead) and where the answer goes.
-#[derive(Debug)]
-struct ChainScan<const N: usize> {
-    /// The first `N` device-readable bytes, or the first problem in the order
-    /// the answer depends on: shape (count, order), a device-readable buffer
-    /// outside guest memory, too few readable bytes.
-    request: Result<[u8; N], ChainError>,
-    /// Where the answer goes.
-    writable: WritableBufs,
-}
-
-impl<const N: usize> ChainScan<N> {
-    /// Walk `chain` once. An error means there is nowhere to put an answer (a
-    /// device-writable buffer outside guest memory, or none at all): the chain
-    /// is returned unanswered.
-    fn new(chain: &Chain) -> Result<Self, ChainError> {
-        let mem = chain.memory();
-        let mut head = [0u8; N];
-        let mut readable: usize = 0;
-        let mut writable = WritableBufs::new();
-        let mut shape = None;
-        let mut read_error = None;
-        let mut seen_write = false;
-        // The whole chain is walked even past MAX_CHAIN_DESCRIPTORS: a
-        // device-writable buffer outside guest memory anywhere in it means
-        // there is no answer to give.
-        for (n, desc) in chain.clone().enumerate() {
-            let desc: Descriptor = desc;
-            let write = desc.is_write_only();
-            if shape.is_none() {
-                if n >= MAX_CHAIN_DESCRIPTORS {
-                    shape = Some(ChainError::TooManyDescriptors);
-                } else if !write && seen_write {
-                    shape = Some(ChainError::WrongDirection);
-                }
-            }
-            let len = desc.len() as usize;
-            if write {
-                seen_write = true;
-                writable.room = writable.room.checked_add(len).ok_or(ChainError::Memory(
-                    virtio_queue::Error::DescriptorChainOverflow,
-                ))?;
-                check_buffer(mem, desc.addr(), len, Permissions::Write, &mut [])
-                    .map_err(ChainError::Memory)?;
-                writable.push(desc.addr(), len);
-            } else if read_error.is_none() {
-                let into = head.get_mut(readable.min(N)..).unwrap_or_default();
-                match (
-                    readable.checked_add(len),
-                    check_buffer(mem, desc.addr(), len, Permissions::Read, into),
-                ) {
-                    (Some(total), Ok(_)) => readable = total,
-                    (None, _) => read_error = Some(virtio_queue::Error::DescriptorChainOverflow),
-                    (_, Err(e)) => read_error = Some(e),
-                }
-            }
-        }
-        if writable.room == 0 {
-            return Err(ChainError::NoResponseBuffer);
-        }
-        let request = match (shape, read_error) {
-            (Some(e), _) => Err(e),
-            (None, Some(e)) => Err(ChainError::Memory(e)),
-            (None, None) if readable < N => Err(ChainError::ShortRequest {
-                got: readable,
-                need: N,
-            }),
-            (None, None) => Ok(head),
-        };
-        Ok(ChainScan { request, writable })
-    }
-}
-
-/// A requestq answer, on the stack for every message but GET_NAMES (whose
-/// names block has the device's size).
-#[derive(Debug)]
-enum Answer {
-    /// A `virtio_gpio_response`.
-    Fixed(VirtioGpioResponse),
-    /// GET_NAMES: the status, then the names block (or an error padded to
-    /// that length).
-    Long(Vec<u8>),
-}
-
-impl Answer {
-    fn ok(value: u8) -> Answer {
-        Answer::Fixed(VirtioGpioResponse {
-            status: VIRTIO_GPIO_STATUS_OK,
-            value,
-        })
-    }
-
-    /// An error status, padded with zeros to the `len` bytes the request needs.
-    fn error(len: usize) -> Answer {
-        if len == RESPONSE_SIZE {
-            Answer::Fixed(VirtioGpioResponse {
-                status: VIRTIO_GPIO_STATUS_ERR,
-                value: 0,
-            })
-        } else {
-            let mut out = vec![0; len];
-            if let Some(status) = out.first_mut() {
-                *status = VIRTIO_GPIO_STATUS_ERR;
-            }
-            Answer::Long(out)
-        }
-    }
-
-    /// Turn the answer into a failure (the value bytes stay).
-    fn set_error(&mut self) {
-        match self {
-            Answer::Fixed(r) => r.status = VIRTIO_GPIO_STATUS_ERR,
-            Answer::Long(out) => {
-                if let Some(status) = out.first_mut() {
-                    *status = VIRTIO_GPIO_STATUS_ERR;
-                }
-            }
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Answer::Fixed(r) => r.as_slice(),
-            Answer::Long(out) => out,
+            self.backend.serve_event(&chain, self.vring)
         }
     }
 }
@@ -446,8 +216,7 @@ pub struct VhostUserGpioBackend {
     mem: Option<Mem>,
     event_idx: bool,
     acked_features: u64,
-    exit_rx: EventConsumer,
-    exit_tx: EventNotifier,
+    exit: ExitEvent,
     ready: Option<SyncSender<()>>,
 }
 
@@ -464,17 +233,15 @@ impl std::fmt::Debug for VhostUserGpioBackend {
 impl VhostUserGpioBackend {
     /// A backend for `device`. `ready` gets one message once the backend has
     /// attached the device to its vrings (the first event it handles).
-    pub fn new(device: Arc<Device>, ready: Option<SyncSender<()>>) -> io::Result<Self> {
-        let (exit_rx, exit_tx) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
-        Ok(VhostUserGpioBackend {
+    pub fn new(device: Arc<Device>, ready: Option<SyncSender<()>>) -> Self {
+        VhostUserGpioBackend {
             device,
             mem: None,
             event_idx: false,
             acked_features: 0,
-            exit_rx,
-            exit_tx,
+            exit: ExitEvent::default(),
             ready,
-        })
+        }
     }
 
     fn irq_negotiated(&self) -> bool {
@@ -483,124 +250,93 @@ impl VhostUserGpioBackend {
 
     fn attach(&mut self, vrings: &[GpioVring]) {
         for v in vrings {
-            v.observe(&self.device);
+            if !v.observed() {
+                v.observe(&self.device);
+                // Started before the device could see it (not on a real connection: the
+                // device is attached before the frontend connects).
+                if v.running() {
+                    self.device.start_serving();
+                }
+            }
         }
         if let Some(tx) = self.ready.take() {
             let _ = tx.try_send(());
         }
     }
 
-    /// Serve one requestq chain; returns the used length.
-    fn serve_request(&self, chain: &Chain, evq: Option<&GpioVring>) -> Result<u32, ChainError> {
+    /// Serve one requestq chain: check it, parse it, hand it to the device,
+    /// write the answer.
+    fn serve_request(&self, chain: &Chain, evq: Option<&GpioVring>) -> Served {
         let mem = chain.memory();
-        let ChainScan { request, writable } = ChainScan::<REQUEST_SIZE>::new(chain)?;
-        let fail = |e: ChainError| -> Result<u32, ChainError> {
-            let len = writable.write_status(mem, Answer::error(RESPONSE_SIZE).bytes());
-            log::warn!(
-                "{}: requestq head {}: {e}; answered ERR",
-                self.device.name(),
-                chain.head_index()
-            );
-            Ok(len)
-        };
-        let bytes = match request {
-            Ok(b) => b,
-            Err(e) => return fail(e),
-        };
-        let request = match Request::parse(&bytes) {
-            Ok(r) => r,
-            Err(ParseError::Short { got, expected }) => {
-                return fail(ChainError::ShortRequest {
+        let name = self.device.name();
+        let head = chain.head_index();
+        let ChainScan { request, writable } =
+            match ChainScan::<REQUEST_SIZE>::new(chain, MAX_CHAIN_DESCRIPTORS) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    log::warn!("{name}: requestq head {head}: {e}; dropped");
+                    return Served::Used(0);
+                }
+            };
+        let request = request.and_then(|bytes| {
+            Request::parse(&bytes).map_err(|ParseError::Short { got, expected }| {
+                ChainError::ShortRequest {
                     got,
                     need: expected,
-                })
-            }
-        };
-        let mut st = self.device.lock();
-        let names_size = st.model.names_block().len();
-        let need = request.response_size(names_size);
-        let room = writable.room;
-        if room < need {
-            drop(st);
-            return fail(ChainError::ShortResponse { got: room, need });
-        }
-        let negotiated = self.irq_negotiated();
-        let outcome: Result<(Answer, Effects<EventToken>), ChainError> = match request {
-            Request::GetNames => {
-                let mut out = Vec::with_capacity(need);
-                out.push(VIRTIO_GPIO_STATUS_OK);
-                out.extend_from_slice(st.model.names_block());
-                Ok((Answer::Long(out), Effects::default()))
-            }
-            Request::GetDirection { gpio } => st
-                .model
-                .get_direction(gpio)
-                .map(|d| (Answer::ok(d.to_wire()), Effects::default()))
-                .map_err(ChainError::Model),
-            Request::GetValue { gpio } => st
-                .model
-                .get_value(gpio)
-                .map(|v| (Answer::ok(u8::from(v)), Effects::default()))
-                .map_err(ChainError::Model),
-            Request::SetDirection { gpio, direction } => st
-                .model
-                .set_direction(gpio, direction)
-                .map(|e| (Answer::ok(0), e))
-                .map_err(ChainError::Model),
-            Request::SetValue { gpio, value } => st
-                .model
-                .set_value(gpio, value)
-                .map(|e| (Answer::ok(0), e))
-                .map_err(ChainError::Model),
-            Request::SetIrqType { gpio, irq_type } => st
-                .model
-                .set_irq_type(gpio, irq_type, negotiated)
-                .map(|e| (Answer::ok(0), e))
-                .map_err(ChainError::Model),
-            Request::Unsupported(t) => Err(ChainError::Unsupported(t)),
-        };
-        let (mut answer, effects) = match outcome {
-            Ok(v) => v,
+                }
+            })
+        });
+        let request = match request {
+            Ok(r) => r,
             Err(e) => {
-                drop(st);
-                log::warn!("{}: {request:?}: {e}; answered ERR", self.device.name());
-                return writable
-                    .write(mem, Answer::error(need).bytes())
-                    .map(|()| u32::try_from(need).unwrap_or(0))
-                    .map_err(ChainError::Access);
+                log::warn!("{name}: requestq head {head}: {e}; answered ERR");
+                return Served::Used(
+                    writable.write_status(mem, Response::error(RESPONSE_SIZE).bytes()),
+                );
             }
         };
-        // Causality: the WP line is in the shared file before the guest can see
-        // this answer.
-        if let Err(e) = st.publish(&effects) {
-            log::error!("{}: {request:?}: {e}", self.device.name());
-            answer.set_error();
+        match self
+            .device
+            .handle(request, writable.room, self.irq_negotiated())
+        {
+            Handled::Answer {
+                response,
+                completions,
+                generation,
+            } => {
+                if let Some(evq) = evq {
+                    self.complete(evq, completions, generation);
+                }
+                let out = response.bytes();
+                match writable.write(mem, out) {
+                    Ok(()) => Served::Used(u32::try_from(out.len()).unwrap_or(0)),
+                    Err(e) => {
+                        log::warn!("{name}: requestq head {head}: writing the answer: {e}");
+                        Served::Used(0)
+                    }
+                }
+            }
+            Handled::Error(response) => Served::Used(writable.write_status(mem, response.bytes())),
+            Handled::NotServing => Served::Refused,
         }
-        let generation = st.generation();
-        drop(st);
-        if let Some(evq) = evq {
-            self.complete(evq, effects.completions, generation);
-        }
-        let out = answer.bytes();
-        writable.write(mem, out).map_err(ChainError::Access)?;
-        Ok(u32::try_from(out.len()).unwrap_or(0))
     }
 
-    /// Serve one eventq chain: hand the buffer to the model (unmask).
-    fn serve_event(&self, chain: &Chain, evq: &GpioVring) -> Option<u32> {
+    /// Serve one eventq chain: hand the buffer to the device (unmask).
+    fn serve_event(&self, chain: &Chain, evq: &GpioVring) -> Served {
         let mem = chain.memory();
         let head = chain.head_index();
         let name = self.device.name();
-        let ChainScan { request, writable } = match ChainScan::<IRQ_REQUEST_SIZE>::new(chain) {
-            Ok(scan) => scan,
-            Err(e) => {
-                log::warn!("{name}: eventq head {head}: {e}; dropped");
-                return Some(0);
-            }
-        };
+        let ChainScan { request, writable } =
+            match ChainScan::<IRQ_REQUEST_SIZE>::new(chain, MAX_CHAIN_DESCRIPTORS) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    log::warn!("{name}: eventq head {head}: {e}; dropped");
+                    return Served::Used(0);
+                }
+            };
         let invalid = |e: &dyn std::fmt::Display| {
             log::warn!("{name}: eventq head {head}: {e}; returned INVALID");
-            Some(writable.write_status(mem, &[VIRTIO_GPIO_IRQ_STATUS_INVALID]))
+            Served::Used(writable.write_status(mem, &[VIRTIO_GPIO_IRQ_STATUS_INVALID]))
         };
         let bytes = match request {
             Ok(b) => b,
@@ -614,26 +350,16 @@ impl VhostUserGpioBackend {
         let Some(status_addr) = writable.first_addr() else {
             return invalid(&ChainError::NoResponseBuffer);
         };
-        let mut st = self.device.lock();
-        let token = EventToken {
-            head,
-            status_addr,
-            generation: st.generation(),
-        };
-        match st.model.queue_irq_buffer(gpio, token) {
-            Ok(effects) => {
-                if let Err(e) = st.publish(&effects) {
-                    log::error!("{name}: {e}");
-                }
-                let generation = st.generation();
-                drop(st);
-                self.complete(evq, effects.completions, generation);
-                None
+        match self.device.queue_irq(gpio, head, status_addr) {
+            Queued::Held {
+                completions,
+                generation,
+            } => {
+                self.complete(evq, completions, generation);
+                Served::Held
             }
-            Err((_token, e)) => {
-                drop(st);
-                invalid(&e)
-            }
+            Queued::Invalid(e) => invalid(&e),
+            Queued::NotServing => Served::Refused,
         }
     }
 
@@ -683,85 +409,34 @@ impl VhostUserGpioBackend {
     }
 
     fn signal(&self, vring: &GpioVring) {
-        let needed = if self.event_idx {
-            vring.needs_notification().unwrap_or(true)
-        } else {
-            true
-        };
-        if needed {
-            if let Err(e) = vring.signal_used_queue() {
-                log::warn!("{}: signalling the frontend: {e}", self.device.name());
-            }
-        }
+        signal(&self.device.name(), EVENT_QUEUE, vring, self.event_idx);
     }
 
-    fn pop(&self, vring: &GpioVring) -> Option<Chain> {
-        let mem = self.mem.as_ref()?.memory();
-        vring.get_mut().get_queue_mut().pop_descriptor_chain(mem)
-    }
-
-    /// Drain one queue (the EVENT_IDX loop: disable notifications, drain,
-    /// re-enable, drain again if more arrived).
+    /// Drain one queue (see [`common::vq::drain`]).
     fn process_queue(&self, index: u16, vrings: &[GpioVring]) {
-        let Some(vring) = vrings.get(usize::from(index)) else {
+        let (Some(vring), Some(mem)) = (vrings.get(usize::from(index)), self.mem.as_ref()) else {
             return;
         };
-        let evq = vrings.get(usize::from(EVENT_QUEUE));
-        loop {
-            if self.event_idx {
-                if let Err(e) = vring.disable_notification() {
-                    log::warn!("{}: queue {index}: {e}", self.device.name());
-                }
-            }
-            let mut used_any = false;
-            while let Some(chain) = self.pop(vring) {
-                let head = chain.head_index();
-                let used = if index == REQUEST_QUEUE {
-                    match self.serve_request(&chain, evq) {
-                        Ok(len) => Some(len),
-                        Err(e) => {
-                            log::warn!(
-                                "{}: requestq head {head}: {e}; dropped",
-                                self.device.name()
-                            );
-                            Some(0)
-                        }
-                    }
-                } else {
-                    // Only returned now when malformed or refused; else held.
-                    self.serve_event(&chain, vring)
-                };
-                if let Some(len) = used {
-                    if let Err(e) = vring.add_used(head, len) {
-                        log::warn!("{}: queue {index}: add_used: {e}", self.device.name());
-                    }
-                    used_any = true;
-                }
-            }
-            if used_any {
-                self.signal(vring);
-            }
-            if !self.event_idx {
-                break;
-            }
-            match vring.enable_notification() {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(e) => {
-                    log::warn!("{}: queue {index}: {e}", self.device.name());
-                    break;
-                }
-            }
-        }
+        let mut server = QueueOf {
+            backend: self,
+            index,
+            vring,
+            evq: vrings.get(usize::from(EVENT_QUEUE)),
+        };
+        drain(
+            &self.device.name(),
+            index,
+            vring,
+            mem,
+            self.event_idx,
+            &mut server,
+        );
     }
 
     /// Return the eventq buffers the control socket released.
     fn process_device_event(&self, vrings: &[GpioVring]) {
         self.device.consume_wake();
-        let (pending, generation) = {
-            let mut st = self.device.lock();
-            (st.take_pending(), st.generation())
-        };
+        let (pending, generation) = self.device.take_pending();
         if pending.is_empty() {
             return;
         }
@@ -785,11 +460,7 @@ impl VhostUserBackendMut for VhostUserGpioBackend {
     }
 
     fn features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | (1 << VIRTIO_GPIO_F_IRQ)
-            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        RING_FEATURES | (1 << VIRTIO_GPIO_F_IRQ)
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -812,10 +483,7 @@ impl VhostUserBackendMut for VhostUserGpioBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        let (ngpio, names) = {
-            let st = self.device.lock();
-            (st.model.ngpio(), st.model.names_size())
-        };
+        let (ngpio, names) = self.device.config();
         let config = crate::protocol::encode_config(ngpio, names);
         crate::protocol::config_slice(&config, offset, size).unwrap_or_else(|| {
             log::warn!(
@@ -833,13 +501,7 @@ impl VhostUserBackendMut for VhostUserGpioBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match (self.exit_rx.try_clone(), self.exit_tx.try_clone()) {
-            (Ok(rx), Ok(tx)) => Some((rx, tx)),
-            (Err(e), _) | (_, Err(e)) => {
-                log::error!("{}: cloning the exit eventfd: {e}", self.device.name());
-                None
-            }
-        }
+        self.exit.for_worker()
     }
 
     fn stop_vring(&mut self, queue_index: u32) -> io::Result<()> {
@@ -881,10 +543,9 @@ mod tests {
     use crate::model::LineSpec;
     use crate::protocol::*;
     use common::line::Pull;
-    use virtio_bindings::bindings::virtio_ring::{
-        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
-    };
-    use virtio_queue::desc::RawDescriptor;
+    use test_kit::chains;
+    use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
+    use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;
 
@@ -926,7 +587,7 @@ mod tests {
                 },
             ];
             let device = Arc::new(Device::new("test", &lines, None).unwrap());
-            let mut backend = VhostUserGpioBackend::new(device.clone(), None).unwrap();
+            let mut backend = VhostUserGpioBackend::new(device.clone(), None);
             backend.update_memory(mem.clone()).unwrap();
             let mut features = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
             if irq {
@@ -962,29 +623,20 @@ mod tests {
         fn push(&mut self, q: usize, bufs: &[Result<&[u8], u32>]) -> u16 {
             let g = self.mem.memory();
             let head = self.next_desc[q];
-            let mut descs = Vec::new();
-            for (i, b) in bufs.iter().enumerate() {
-                let idx = head + u16::try_from(i).unwrap();
-                let last = i + 1 == bufs.len();
-                let next_flag = if last { 0 } else { VRING_DESC_F_NEXT };
-                let (len, write) = match b {
+            let mut placed = Vec::new();
+            for b in bufs {
+                placed.push(match b {
                     Ok(bytes) => {
                         g.write_slice(bytes, GuestAddress(self.next_data)).unwrap();
-                        (u32::try_from(bytes.len()).unwrap(), 0)
+                        (self.next_data, u32::try_from(bytes.len()).unwrap(), false)
                     }
-                    Err(n) => (*n, VRING_DESC_F_WRITE),
-                };
-                descs.push(RawDescriptor::from(
-                    virtio_queue::desc::split::Descriptor::new(
-                        self.next_data,
-                        len,
-                        u16::try_from(next_flag | write).unwrap(),
-                        if last { 0 } else { idx + 1 },
-                    ),
-                ));
+                    Err(n) => (self.next_data, *n, true),
+                });
                 self.next_data += 0x100;
             }
-            self.queues[q].add_desc_chains(&descs, head).unwrap();
+            self.queues[q]
+                .add_desc_chains(&chains::descriptors(head, &placed, None), head)
+                .unwrap();
             self.next_desc[q] += u16::try_from(bufs.len()).unwrap();
             head
         }
@@ -995,23 +647,15 @@ mod tests {
                 .unwrap();
         }
 
-        /// Used elements since the last call: (id, len, first bytes of the chain's
-        /// first writable buffer).
+        /// Used elements since the last call: (id, len).
         fn used(&mut self, q: usize) -> Vec<(u32, u32)> {
-            let vq = &self.queues[q];
-            let idx = vq.used().idx().load();
-            let mut out = Vec::new();
-            while self.used_seen[q] != idx {
-                let e = vq
-                    .used()
-                    .ring()
-                    .ref_at(usize::from(self.used_seen[q] % QSIZE))
-                    .unwrap()
-                    .load();
-                out.push((e.id(), e.len()));
-                self.used_seen[q] = self.used_seen[q].wrapping_add(1);
-            }
-            out
+            let used_ring = self.queues[q].used_addr();
+            chains::used(
+                &*self.mem.memory(),
+                used_ring,
+                QSIZE,
+                &mut self.used_seen[q],
+            )
         }
 
         fn read(&self, addr: u64, n: usize) -> Vec<u8> {
@@ -1159,28 +803,6 @@ mod tests {
     /// An address past the end of guest memory.
     const OUTSIDE: u64 = 0x30_0000;
 
-    /// Descriptors for (guest address, length, device-writable) buffers, linked
-    /// from index `first`.
-    fn chain_descs(first: u16, bufs: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
-        bufs.iter()
-            .enumerate()
-            .map(|(i, &(addr, len, write))| {
-                let idx = first + u16::try_from(i).unwrap();
-                let last = i + 1 == bufs.len();
-                let mut flags = if last { 0 } else { VRING_DESC_F_NEXT };
-                if write {
-                    flags |= VRING_DESC_F_WRITE;
-                }
-                RawDescriptor::from(Descriptor::new(
-                    addr,
-                    len,
-                    u16::try_from(flags).unwrap(),
-                    if last { 0 } else { idx + 1 },
-                ))
-            })
-            .collect()
-    }
-
     impl Rig {
         fn write(&self, addr: u64, bytes: &[u8]) {
             self.mem
@@ -1193,7 +815,7 @@ mod tests {
         fn push_chain(&mut self, q: usize, bufs: &[(u64, u32, bool)]) -> u16 {
             let head = self.next_desc[q];
             self.queues[q]
-                .add_desc_chains(&chain_descs(head, bufs), head)
+                .add_desc_chains(&chains::descriptors(head, bufs, None), head)
                 .unwrap();
             self.next_desc[q] += u16::try_from(bufs.len()).unwrap();
             head
@@ -1201,21 +823,9 @@ mod tests {
 
         /// Queue a chain whose buffers are listed in an indirect table at `table`.
         fn push_indirect(&mut self, q: usize, table: u64, bufs: &[(u64, u32, bool)]) -> u16 {
-            let g = self.mem.memory();
-            for (i, d) in chain_descs(0, bufs).into_iter().enumerate() {
-                g.write_obj(d, GuestAddress(table + 16 * u64::try_from(i).unwrap()))
-                    .unwrap();
-            }
             let head = self.next_desc[q];
-            let indirect = Descriptor::new(
-                table,
-                u32::try_from(16 * bufs.len()).unwrap(),
-                u16::try_from(VRING_DESC_F_INDIRECT).unwrap(),
-                0,
-            );
-            self.queues[q]
-                .add_desc_chains(&[RawDescriptor::from(indirect)], head)
-                .unwrap();
+            let indirect = chains::indirect(&*self.mem.memory(), table, bufs);
+            self.queues[q].add_desc_chains(&[indirect], head).unwrap();
             self.next_desc[q] += 1;
             head
         }

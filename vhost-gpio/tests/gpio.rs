@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
-use common::testutil::{wait_until, ChildGuard};
 use common::wp::WpReader;
+use test_kit::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
+use test_kit::testutil::{wait_until, ChildGuard};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_gpio::control::ControlClient;
 use vhost_gpio::protocol::*;
@@ -642,7 +642,11 @@ fn command_line_errors() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("binding vhost-user socket"));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("vhost-user socket") && msg.contains("/nonexistent-dir/x.sock"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
+use common::daemon::{SocketAccess, SocketArgs, SocketArgsError, SocketSource};
 use common::paths::indexed_path;
 
 use crate::model::{check_overlaps, At24Config, ModelError, Variant, WpMode};
@@ -15,6 +16,7 @@ use crate::model::{check_overlaps, At24Config, ModelError, Variant, WpMode};
 /// Command line of `vhost-i2c-eeprom`.
 #[derive(Clone, Debug, Parser, PartialEq, Eq)]
 #[command(
+    name = "vhost-i2c-eeprom",
     version,
     about = "virtio-i2c vhost-user backend with emulated AT24 EEPROMs",
     long_about = "A vhost-user virtio-i2c backend whose bus carries emulated AT24 EEPROMs \
@@ -27,19 +29,19 @@ socket is an independent bus whose image files are each FILE followed by i \
 path followed by i."
 )]
 pub struct Cli {
-    /// Location of the vhost-user Unix domain socket (with --socket-count N > 1: the prefix,
-    /// sockets are <path>0 .. <path>N-1).
-    #[arg(short = 's', long, value_name = "PATH")]
-    pub socket_path: PathBuf,
-
-    /// Number of sockets (independent buses) to serve.
-    #[arg(short = 'c', long, default_value_t = 1, value_name = "N")]
-    pub socket_count: usize,
+    /// The vhost-user socket(s).
+    #[command(flatten)]
+    pub socket: SocketArgs,
 
     /// An EEPROM on the bus: model=24c32,addr=0x50,file=PATH[,page=N][,wp=ack|nack][,twr-us=N].
     /// Models: 24c01 24c02 24c04 24c08 24c16 24c32 24c64 24c128 24c256 24c512
     /// 24c1024 (24cm01) 24c2048 (24cm02). Repeat for more devices.
-    #[arg(short = 'e', long = "eeprom", required = true, value_name = "SPEC")]
+    #[arg(
+        short = 'e',
+        long = "eeprom",
+        required_unless_present = "print_capabilities",
+        value_name = "SPEC"
+    )]
     pub eeproms: Vec<String>,
 
     /// WP line state file published by vhost-gpio (--wp-state there). Without it the WP pin
@@ -106,9 +108,9 @@ pub enum ConfigError {
     /// Two devices on one image.
     #[error("image {0} given for two devices")]
     SharedImage(PathBuf),
-    /// --socket-count 0.
-    #[error("--socket-count must be at least 1")]
-    NoSockets,
+    /// Bad socket flags.
+    #[error(transparent)]
+    Socket(SocketArgsError),
 }
 
 /// One `--eeprom` argument.
@@ -226,8 +228,8 @@ impl FromStr for EepromSpec {
 /// One socket: its path and its bus.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketConfig {
-    /// vhost-user socket.
-    pub socket: PathBuf,
+    /// Where the bus listens.
+    pub socket: SocketSource,
     /// Devices with their (suffixed) image files.
     pub eeproms: Vec<EepromSpec>,
     /// WP line state file of this bus (suffixed like the socket).
@@ -239,6 +241,8 @@ pub struct SocketConfig {
 pub struct Config {
     /// One entry per socket.
     pub sockets: Vec<SocketConfig>,
+    /// Who may connect to the sockets this program creates.
+    pub access: SocketAccess,
     /// fdatasync every write cycle.
     pub sync: bool,
 }
@@ -247,9 +251,7 @@ impl TryFrom<Cli> for Config {
     type Error = ConfigError;
 
     fn try_from(cli: Cli) -> Result<Self, Self::Error> {
-        if cli.socket_count == 0 {
-            return Err(ConfigError::NoSockets);
-        }
+        let (sockets, access) = cli.socket.sockets().map_err(ConfigError::Socket)?;
         let specs = cli
             .eeproms
             .iter()
@@ -263,24 +265,25 @@ impl TryFrom<Cli> for Config {
                 return Err(ConfigError::SharedImage(s.file.clone()));
             }
         }
-        let sockets = (0..cli.socket_count)
-            .map(|i| SocketConfig {
-                socket: indexed_path(&cli.socket_path, i, cli.socket_count),
+        let n = sockets.len();
+        let sockets = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| SocketConfig {
+                socket,
                 eeproms: specs
                     .iter()
                     .map(|s| EepromSpec {
                         device: s.device,
-                        file: indexed_path(&s.file, i, cli.socket_count),
+                        file: indexed_path(&s.file, i, n),
                     })
                     .collect(),
-                wp_state: cli
-                    .wp_state
-                    .as_ref()
-                    .map(|p| indexed_path(p, i, cli.socket_count)),
+                wp_state: cli.wp_state.as_ref().map(|p| indexed_path(p, i, n)),
             })
             .collect();
         Ok(Config {
             sockets,
+            access,
             sync: cli.sync,
         })
     }
@@ -406,7 +409,7 @@ mod tests {
         assert_eq!(e, ConfigError::SharedImage("a".into()));
         assert_eq!(
             cli(&["-s", "s", "-c", "0", "-e", "model=24c02,addr=0x50,file=a"]).unwrap_err(),
-            ConfigError::NoSockets
+            ConfigError::Socket(SocketArgsError::NoSockets)
         );
     }
 
@@ -421,7 +424,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.sockets.len(), 1);
-        assert_eq!(c.sockets[0].socket, PathBuf::from("/r/i2c.sock"));
+        assert_eq!(
+            c.sockets[0].socket,
+            SocketSource::Path("/r/i2c.sock".into())
+        );
         assert_eq!(c.sockets[0].eeproms[0].file, PathBuf::from("/r/e.bin"));
         assert_eq!(c.sockets[0].wp_state, None);
         assert!(c.sync);
@@ -438,7 +444,10 @@ mod tests {
             "/r/wp",
         ])
         .unwrap();
-        assert_eq!(c.sockets[1].socket, PathBuf::from("/r/i2c.sock1"));
+        assert_eq!(
+            c.sockets[1].socket,
+            SocketSource::Path("/r/i2c.sock1".into())
+        );
         assert_eq!(c.sockets[0].eeproms[1].file, PathBuf::from("/r/f.bin0"));
         assert_eq!(c.sockets[1].eeproms[0].file, PathBuf::from("/r/e.bin1"));
         assert_eq!(c.sockets[0].wp_state, Some(PathBuf::from("/r/wp0")));
@@ -448,5 +457,6 @@ mod tests {
     #[test]
     fn eeprom_required() {
         assert!(Cli::try_parse_from(["x", "-s", "s"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--print-capabilities"]).is_ok());
     }
 }

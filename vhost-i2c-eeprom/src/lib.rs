@@ -6,10 +6,12 @@
 //! - [`model`]: the pure AT24 model and the I2C bus.
 //! - [`storage`]: image files (create, lock, persist).
 //! - [`vhu`]: the vhost-user backend.
+//! - [`serve`]: the bus's side of the shared connection loop.
 //! - [`config`]: command line and its validation.
 
 pub mod config;
 pub mod model;
 pub mod protocol;
+pub mod serve;
 pub mod storage;
 pub mod vhu;

@@ -4,17 +4,19 @@
 //! `include/uapi/linux/virtio_i2c.h`), the request parser and the
 //! `VIRTIO_I2C_FLAGS_FAIL_NEXT` grouping.
 //!
-//! The parser does not assume a particular arrangement of descriptors (virtio
-//! 1.2, 2.7.4 "Message Framing"): the device-readable part of a chain is the
-//! 8-byte `virtio_i2c_out_hdr` followed by the write buffer, the
-//! device-writable part is the read buffer followed by the 1-byte
-//! `virtio_i2c_in_hdr`. Every guest address is checked before anything is
-//! executed, so a malformed chain never reaches the bus.
+//! The device-readable part of a chain is the 8-byte `virtio_i2c_out_hdr`
+//! followed by the write buffer, the device-writable part is the read buffer
+//! followed by the 1-byte `virtio_i2c_in_hdr`. The chain layer
+//! ([`common::chain::frame`], no particular arrangement of descriptors assumed:
+//! virtio 1.2, 2.7.4 "Message Framing") checks every guest address and gathers
+//! the bytes before anything is executed, so a malformed chain never reaches
+//! the bus; this module reads bytes only ([`parse_header`], [`classify`]).
 
 use std::mem::size_of;
 
+use common::chain::{frame, FrameError};
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemory, Le16, Le32, Permissions};
+use vm_memory::{ByteValued, GuestAddress, GuestMemory, Le16, Le32};
 
 /// virtio device id of an I2C adapter.
 pub const VIRTIO_ID_I2C_ADAPTER: u32 = 34;
@@ -71,37 +73,12 @@ pub const IN_HDR_LEN: u32 = 1;
 /// Why a chain was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
-    /// The chain has no descriptor.
-    #[error("empty descriptor chain")]
-    Empty,
-    /// A device-readable descriptor follows a device-writable one.
-    #[error("device-readable descriptor {index} after a device-writable one")]
-    ReadableAfterWritable {
-        /// Position in the chain.
-        index: usize,
-    },
-    /// A descriptor points outside guest memory.
-    #[error("descriptor {index} ({len} bytes at {addr:#x}) is outside guest memory")]
-    OutsideMemory {
-        /// Position in the chain.
-        index: usize,
-        /// Guest physical address.
-        addr: u64,
-        /// Length.
-        len: u32,
-    },
-    /// Fewer device-readable bytes than an out header.
-    #[error("out header needs {OUT_HDR_LEN} device-readable bytes, chain has {0}")]
-    ShortOutHdr(u64),
-    /// No device-writable byte for the status.
-    #[error("no device-writable byte for the status")]
-    NoStatus,
-    /// The out header could not be read from guest memory.
-    #[error("reading the out header failed")]
-    ReadHdr(#[source] vm_memory::GuestMemoryError),
-    /// The write buffer could not be read from guest memory.
-    #[error("reading the write buffer failed")]
-    ReadBuffer(#[source] vm_memory::GuestMemoryError),
+    /// The chain does not frame a request (see [`common::chain::frame`]).
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The chain's descriptors do not make a request (too many, or a loop).
+    #[error(transparent)]
+    Shape(common::chain::ChainShapeError),
     /// A read request with a device-readable buffer.
     #[error("read request carries {0} device-readable buffer bytes")]
     ReadWithOutBuffer(u64),
@@ -177,23 +154,13 @@ pub struct Rejected {
     pub status: Option<GuestAddress>,
 }
 
-fn to_usize(v: u32) -> usize {
-    // u32 always fits usize on the 32/64-bit targets this crate builds for.
-    usize::try_from(v).unwrap_or(usize::MAX)
-}
+/// The last device-writable byte of a chain, if it lies in guest memory: where a
+/// malformed request's ERR goes.
+pub use common::chain::status_slot;
 
-/// Find the last device-writable byte of a chain, if it lies in guest memory.
-fn status_slot<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Option<GuestAddress> {
-    let last = descs
-        .iter()
-        .rev()
-        .find(|d| d.is_write_only() && d.len() > 0)?;
-    let addr = last.addr().0.checked_add(u64::from(last.len()) - 1)?;
-    mem.check_range(GuestAddress(addr), 1, Permissions::Write)
-        .then_some(GuestAddress(addr))
-}
-
-/// Parse one descriptor chain into a request, checking every descriptor.
+/// Parse one descriptor chain into a request. The chain layer
+/// ([`common::chain::frame`]) checks every descriptor and gathers the bytes;
+/// [`parse_header`] and [`classify`] read only bytes.
 pub fn parse<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Result<Request, Rejected> {
     parse_inner(mem, descs).map_err(|error| Rejected {
         error,
@@ -202,136 +169,57 @@ pub fn parse<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Result<Request, R
 }
 
 fn parse_inner<M: GuestMemory>(mem: &M, descs: &[Descriptor]) -> Result<Request, ParseError> {
-    if descs.is_empty() {
-        return Err(ParseError::Empty);
-    }
-    let mut seen_writable = false;
-    let mut readable_total: u64 = 0;
-    let mut writable_total: u64 = 0;
-    for (index, d) in descs.iter().enumerate() {
-        if d.is_write_only() {
-            seen_writable = true;
-            writable_total += u64::from(d.len());
-        } else {
-            if seen_writable {
-                return Err(ParseError::ReadableAfterWritable { index });
-            }
-            readable_total += u64::from(d.len());
-        }
-        let access = if d.is_write_only() {
-            Permissions::Write
-        } else {
-            Permissions::Read
-        };
-        if d.len() > 0 && !mem.check_range(d.addr(), to_usize(d.len()), access) {
-            return Err(ParseError::OutsideMemory {
-                index,
-                addr: d.addr().0,
-                len: d.len(),
-            });
-        }
-    }
-    if readable_total < u64::from(OUT_HDR_LEN) {
-        return Err(ParseError::ShortOutHdr(readable_total));
-    }
-    if writable_total < u64::from(IN_HDR_LEN) {
-        return Err(ParseError::NoStatus);
-    }
-
-    // Gather the readable bytes: header first, then the write buffer.
-    let out_buf_len = readable_total - u64::from(OUT_HDR_LEN);
-    let in_buf_len = writable_total - u64::from(IN_HDR_LEN);
-    if out_buf_len > u64::from(MAX_BUFFER_LEN) {
-        return Err(ParseError::TooLong(out_buf_len));
-    }
-    if in_buf_len > u64::from(MAX_BUFFER_LEN) {
-        return Err(ParseError::TooLong(in_buf_len));
-    }
-    // The out header goes to the stack and the write buffer, if any, straight
-    // into the Vec the request carries: a read allocates nothing here.
     const HDR: usize = size_of::<VirtioI2cOutHdr>();
-    let mut hdr_bytes = [0u8; HDR];
-    let mut out_buf = Vec::with_capacity(usize::try_from(out_buf_len).unwrap_or(0));
-    let mut start = 0usize;
-    for d in descs.iter().filter(|d| !d.is_write_only()) {
-        let failed = |e| {
-            if start < HDR {
-                ParseError::ReadHdr(e)
-            } else {
-                ParseError::ReadBuffer(e)
-            }
-        };
-        let len = to_usize(d.len());
-        let in_hdr = HDR.saturating_sub(start).min(len);
-        if let Some(dst) = hdr_bytes
-            .get_mut(start..start + in_hdr)
-            .filter(|b| !b.is_empty())
-        {
-            mem.read_slice(dst, d.addr()).map_err(failed)?;
-        }
-        if len > in_hdr {
-            let at = out_buf.len();
-            out_buf.resize(at + (len - in_hdr), 0);
-            let addr = u64::try_from(in_hdr)
-                .ok()
-                .and_then(|n| d.addr().0.checked_add(n))
-                .map(GuestAddress)
-                .ok_or_else(|| failed(vm_memory::GuestMemoryError::GuestAddressOverflow))?;
-            if let Some(dst) = out_buf.get_mut(at..) {
-                mem.read_slice(dst, addr).map_err(failed)?;
-            }
-        }
-        start += len;
-    }
+    let framed = frame::<HDR, M>(mem, descs, u64::from(MAX_BUFFER_LEN))?;
+    let (addr, flags) = parse_header(&framed.header)?;
+    let transfer = classify(
+        flags & VIRTIO_I2C_FLAGS_M_RD != 0,
+        framed.data_out,
+        framed.in_len,
+        framed.data_in,
+    )?;
+    Ok(Request {
+        addr,
+        fail_next: flags & VIRTIO_I2C_FLAGS_FAIL_NEXT != 0,
+        transfer,
+        status: framed.status,
+    })
+}
+
+/// The 7-bit target address and the flags of a `virtio_i2c_out_hdr`; reserved flags
+/// are refused.
+pub fn parse_header(bytes: &[u8; OUT_HDR_LEN as usize]) -> Result<(u16, u32), ParseError> {
     let mut hdr = VirtioI2cOutHdr::default();
-    hdr.as_mut_slice().copy_from_slice(&hdr_bytes);
+    hdr.as_mut_slice().copy_from_slice(bytes);
     let flags = hdr.flags.to_native();
     let reserved = flags & !(VIRTIO_I2C_FLAGS_FAIL_NEXT | VIRTIO_I2C_FLAGS_M_RD);
     if reserved != 0 {
         return Err(ParseError::ReservedFlags(reserved));
     }
-    let read = flags & VIRTIO_I2C_FLAGS_M_RD != 0;
+    Ok((hdr.addr.to_native() >> 1, flags))
+}
 
-    // Writable segments: everything but the final status byte.
-    let mut segments = Vec::new();
-    let mut remaining = in_buf_len;
-    for d in descs.iter().filter(|d| d.is_write_only()) {
-        if remaining == 0 {
-            break;
-        }
-        let take = u64::from(d.len()).min(remaining);
-        if take > 0 {
-            segments.push(Segment {
-                addr: d.addr(),
-                len: u32::try_from(take).map_err(|_| ParseError::TooLong(take))?,
-            });
-        }
-        remaining -= take;
-    }
-    // The status byte is the last writable byte (checked in range above).
-    let status = descs
-        .iter()
-        .rev()
-        .find(|d| d.is_write_only() && d.len() > 0)
-        .and_then(|d| d.addr().0.checked_add(u64::from(d.len()) - 1))
-        .map(GuestAddress)
-        .ok_or(ParseError::NoStatus)?;
-
-    let transfer = match (read, out_buf_len, in_buf_len) {
+/// What a request asks of the bus, from its direction, its data out and the length (and
+/// place) of its data in.
+pub fn classify(
+    read: bool,
+    data_out: Vec<u8>,
+    in_len: u64,
+    data_in: Vec<(GuestAddress, u32)>,
+) -> Result<Transfer, ParseError> {
+    let out_len = u64::try_from(data_out.len()).unwrap_or(u64::MAX);
+    Ok(match (read, out_len, in_len) {
         (true, 0, 0) | (false, 0, 0) => Transfer::Probe { read },
         (true, 0, n) => Transfer::Read {
-            segments,
+            segments: data_in
+                .into_iter()
+                .map(|(addr, len)| Segment { addr, len })
+                .collect(),
             len: u32::try_from(n).map_err(|_| ParseError::TooLong(n))?,
         },
         (true, n, _) => return Err(ParseError::ReadWithOutBuffer(n)),
         (false, _, n) if n > 0 => return Err(ParseError::WriteWithInBuffer(n)),
-        (false, _, _) => Transfer::Write(out_buf),
-    };
-    Ok(Request {
-        addr: hdr.addr.to_native() >> 1,
-        fail_next: flags & VIRTIO_I2C_FLAGS_FAIL_NEXT != 0,
-        transfer,
-        status,
+        (false, _, _) => Transfer::Write(data_out),
     })
 }
 
@@ -402,6 +290,7 @@ impl Groups {
 mod tests {
     use super::*;
     use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use vm_memory::Bytes;
     use vm_memory::GuestMemoryMmap;
 
     const W: u16 = 0;
@@ -535,7 +424,7 @@ mod tests {
         // Empty.
         assert!(matches!(
             parse(&m, &[]).unwrap_err().error,
-            ParseError::Empty
+            ParseError::Frame(FrameError::Empty)
         ));
         // Short header, status available.
         let d = [
@@ -543,18 +432,21 @@ mod tests {
             Descriptor::new(0x200, 1, WR, 0),
         ];
         let e = parse(&m, &d).unwrap_err();
-        assert!(matches!(e.error, ParseError::ShortOutHdr(4)));
+        assert!(matches!(
+            e.error,
+            ParseError::Frame(FrameError::ShortHeader { got: 4, .. })
+        ));
         assert_eq!(e.status, Some(GuestAddress(0x200)));
         // No status byte.
         let d = [hdr(&m, 0, 0x50, 0)];
         let e = parse(&m, &d).unwrap_err();
-        assert!(matches!(e.error, ParseError::NoStatus));
+        assert!(matches!(e.error, ParseError::Frame(FrameError::NoStatus)));
         assert_eq!(e.status, None);
         // Readable after writable.
         let d = [Descriptor::new(0x200, 1, WR, 0), hdr(&m, 0, 0x50, 0)];
         assert!(matches!(
             parse(&m, &d).unwrap_err().error,
-            ParseError::ReadableAfterWritable { index: 1 }
+            ParseError::Frame(FrameError::ReadableAfterWritable { index: 1 })
         ));
         // Read with a readable buffer.
         let d = [
@@ -585,7 +477,7 @@ mod tests {
         let e = parse(&m, &d).unwrap_err();
         assert!(matches!(
             e.error,
-            ParseError::OutsideMemory { index: 1, .. }
+            ParseError::Frame(FrameError::OutsideMemory { index: 1, .. })
         ));
         assert_eq!(e.status, Some(GuestAddress(0x200)));
         // Status outside guest memory: nowhere to report.
@@ -593,7 +485,7 @@ mod tests {
         let e = parse(&m, &d).unwrap_err();
         assert!(matches!(
             e.error,
-            ParseError::OutsideMemory { index: 1, .. }
+            ParseError::Frame(FrameError::OutsideMemory { index: 1, .. })
         ));
         assert_eq!(e.status, None);
         // Straddling the end of memory.
@@ -604,7 +496,7 @@ mod tests {
         ];
         assert!(matches!(
             parse(&m, &d).unwrap_err().error,
-            ParseError::OutsideMemory { index: 1, .. }
+            ParseError::Frame(FrameError::OutsideMemory { index: 1, .. })
         ));
         // Too long.
         let big = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x30000)]).unwrap();
@@ -615,7 +507,7 @@ mod tests {
         ];
         assert!(matches!(
             parse(&big, &d).unwrap_err().error,
-            ParseError::TooLong(0x10000)
+            ParseError::Frame(FrameError::TooLong { got: 0x10000, .. })
         ));
         // Reserved flags.
         let d = [hdr(&m, 0, 0x50, 1 << 5), Descriptor::new(0x200, 1, WR, 0)];
@@ -623,6 +515,43 @@ mod tests {
             parse(&m, &d).unwrap_err().error,
             ParseError::ReservedFlags(0x20)
         ));
+    }
+
+    #[test]
+    fn header_and_transfer_from_bytes_only() {
+        let mut h = [0u8; 8];
+        h[..2].copy_from_slice(&(0x50u16 << 1).to_le_bytes());
+        h[4..].copy_from_slice(&(VIRTIO_I2C_FLAGS_M_RD | VIRTIO_I2C_FLAGS_FAIL_NEXT).to_le_bytes());
+        assert_eq!(
+            parse_header(&h).unwrap(),
+            (0x50, VIRTIO_I2C_FLAGS_M_RD | VIRTIO_I2C_FLAGS_FAIL_NEXT)
+        );
+        h[4] = 0x80;
+        assert!(matches!(
+            parse_header(&h),
+            Err(ParseError::ReservedFlags(0x80))
+        ));
+        let seg = vec![(GuestAddress(0x100), 4)];
+        assert!(matches!(
+            classify(true, Vec::new(), 4, seg.clone()),
+            Ok(Transfer::Read { len: 4, .. })
+        ));
+        assert!(matches!(
+            classify(true, vec![1], 4, seg.clone()),
+            Err(ParseError::ReadWithOutBuffer(1))
+        ));
+        assert!(matches!(
+            classify(false, vec![1], 4, seg),
+            Err(ParseError::WriteWithInBuffer(4))
+        ));
+        assert_eq!(
+            classify(false, vec![1, 2], 0, Vec::new()).unwrap(),
+            Transfer::Write(vec![1, 2])
+        );
+        assert_eq!(
+            classify(false, Vec::new(), 0, Vec::new()).unwrap(),
+            Transfer::Probe { read: false }
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Errors of image handling.
@@ -129,6 +130,13 @@ impl Image {
         self.size
     }
 
+    /// Make every write so far durable (fdatasync), as on a clean exit.
+    pub fn flush(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(io("fdatasync of", &self.path))
+    }
+
     /// Write `data` at `offset` (into the page cache; durable with `sync`).
     pub fn persist(&self, offset: u32, data: &[u8]) -> Result<()> {
         let end = u64::from(offset) + u64::try_from(data.len()).unwrap_or(u64::MAX);
@@ -165,9 +173,11 @@ fn create_erased(path: &Path, size: u64) -> Result<()> {
         .unwrap_or_else(|| "image".into());
     let tmp = dir.join(format!(".{name}.creating.{}", std::process::id()));
     let result = (|| {
+        // Owner-only whatever the umask: the image is the device's contents.
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(io("creating", &tmp))?;
         let chunk = vec![0xffu8; 64 * 1024];

@@ -7,20 +7,19 @@
 use std::io;
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::chain::{walk, ChainShapeError};
+use common::daemon::ExitEvent;
+use common::vq::{drain, Chain, QueueServer, Served, RING_FEATURES};
 use log::{debug, error, info, warn};
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
-use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::bindings::virtio_ring::{
-    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
-};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackendMut, VringRwLock};
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::QueueOwnedT;
-use vm_memory::{Bytes, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestMemory, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::model::{Bus, Op, WpPin};
 use crate::protocol::{
@@ -35,6 +34,10 @@ pub const NUM_QUEUES: usize = 1;
 pub const QUEUE_SIZE: usize = 1024;
 /// Descriptors the backend keeps room for between chains (a request uses 2-4).
 const KEPT_DESCRIPTORS: usize = 16;
+/// Most descriptors a request chain may have. Linux sends 2 or 3 (header, buffer, status);
+/// a buffer in guest pages that are not contiguous may take one descriptor per page, and a
+/// 65535-byte buffer spans at most 17 pages.
+pub const MAX_CHAIN_DESCRIPTORS: usize = 32;
 
 /// Where the WP pin comes from.
 #[derive(Debug)]
@@ -72,7 +75,7 @@ impl WpPin for WpSource {
 
 /// The virtio-i2c backend of one bus.
 #[derive(Debug)]
-pub struct I2cEepromBackend {
+pub struct VhostUserI2cBackend {
     bus: Bus,
     images: Vec<Image>,
     wp: WpSource,
@@ -83,12 +86,16 @@ pub struct I2cEepromBackend {
     descs: Vec<Descriptor>,
     /// The data of the read being served (kept to reuse).
     read_buf: Vec<u8>,
+    /// The worker exit event of the current daemon.
+    exit: ExitEvent,
+    /// Set on SIGTERM: no more chains are served.
+    stopping: Arc<AtomicBool>,
 }
 
-impl I2cEepromBackend {
+impl VhostUserI2cBackend {
     /// A backend for `bus`; `images[i]` persists device `i`.
     pub fn new(bus: Bus, images: Vec<Image>, wp: WpSource) -> Self {
-        I2cEepromBackend {
+        VhostUserI2cBackend {
             bus,
             images,
             wp,
@@ -97,6 +104,26 @@ impl I2cEepromBackend {
             mem: None,
             descs: Vec::new(),
             read_buf: Vec::new(),
+            exit: ExitEvent::default(),
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set it to stop serving chains (the worker then ends its loop at once), before
+    /// [`VhostUserI2cBackend::shut_down`].
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stopping.clone()
+    }
+
+    /// A clean exit: end any open transaction without a STOP (as a power-off does: no write
+    /// cycle starts) and make every write cycle so far durable.
+    pub fn shut_down(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        self.bus.abort();
+        for image in &self.images {
+            if let Err(e) = image.flush() {
+                error!("{e}");
+            }
         }
     }
 
@@ -105,8 +132,15 @@ impl I2cEepromBackend {
         &self.bus
     }
 
-    /// The frontend went away: end any open transaction without a STOP.
+    /// The frontend went away: end any open transaction without a STOP, and let go of
+    /// its guest memory (else the whole guest RAM stays mapped here after QEMU exits).
     pub fn disconnected(&mut self) {
+        self.end_transaction();
+        self.mem = None;
+    }
+
+    /// End any open transaction without a STOP (a reset, a frontend gone).
+    fn end_transaction(&mut self) {
         self.bus.abort();
         self.groups.drained();
     }
@@ -137,38 +171,56 @@ impl I2cEepromBackend {
         ok
     }
 
+    /// A chain whose shape is wrong (too long, a loop): an error status if it has a
+    /// device-writable byte, like any malformed request.
+    fn reject<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        descs: &[Descriptor],
+        e: &ChainShapeError,
+    ) -> u32 {
+        let rejected = protocol::Rejected {
+            error: protocol::ParseError::Shape(*e),
+            status: protocol::status_slot(mem, descs),
+        };
+        self.answer_rejected(mem, rejected)
+    }
+
+    /// End the transaction and answer a malformed request with ERR where possible; returns
+    /// the used length.
+    fn answer_rejected<M: GuestMemory>(&mut self, mem: &M, rejected: protocol::Rejected) -> u32 {
+        self.end_transaction();
+        match rejected.status {
+            Some(at) => {
+                warn!("malformed request ({}): status ERR", rejected.error);
+                match mem.write_obj(
+                    VirtioI2cInHdr {
+                        status: VIRTIO_I2C_MSG_ERR,
+                    },
+                    at,
+                ) {
+                    Ok(()) => IN_HDR_LEN,
+                    Err(e) => {
+                        warn!("writing the status failed: {e}");
+                        0
+                    }
+                }
+            }
+            None => {
+                warn!(
+                    "malformed request ({}) without a usable status byte: dropped",
+                    rejected.error
+                );
+                0
+            }
+        }
+    }
+
     /// Serve one chain; returns the used length.
     fn serve_chain<M: GuestMemory>(&mut self, mem: &M, descs: &[Descriptor]) -> u32 {
         let req = match protocol::parse(mem, descs) {
             Ok(r) => r,
-            Err(rejected) => {
-                self.bus.abort();
-                self.groups.drained();
-                return match rejected.status {
-                    Some(at) => {
-                        warn!("malformed request ({}): status ERR", rejected.error);
-                        match mem.write_obj(
-                            VirtioI2cInHdr {
-                                status: VIRTIO_I2C_MSG_ERR,
-                            },
-                            at,
-                        ) {
-                            Ok(()) => IN_HDR_LEN,
-                            Err(e) => {
-                                warn!("writing the status failed: {e}");
-                                0
-                            }
-                        }
-                    }
-                    None => {
-                        warn!(
-                            "malformed request ({}) without a usable status byte: dropped",
-                            rejected.error
-                        );
-                        0
-                    }
-                };
-            }
+            Err(rejected) => return self.answer_rejected(mem, rejected),
         };
         let plan = self.groups.plan(req.fail_next);
         let now = Instant::now();
@@ -236,60 +288,45 @@ impl I2cEepromBackend {
     }
 
     /// Serve every available chain of the requestq, one at a time (the queue
-    /// lock is held only to pop).
+    /// lock is held only to pop); stop when the ring is stopped or disabled.
     fn process_queue(&mut self, vring: &VringRwLock) {
-        let Some(atomic) = self.mem.as_ref() else {
+        let Some(atomic) = self.mem.clone() else {
             warn!("requestq kicked before the memory table was set");
             return;
         };
-        let mem = atomic.memory();
-        // Reused from chain to chain: serving a chain allocates nothing here.
-        let mut descs = std::mem::take(&mut self.descs);
-        let mut used_any = false;
-        loop {
-            let popped = vring
-                .get_mut()
-                .get_queue_mut()
-                .iter(mem.clone())
-                .map(|mut chains| chains.next());
-            let chain = match popped {
-                Ok(Some(chain)) => chain,
-                Ok(None) => break,
-                Err(e) => {
-                    error!("requestq unusable: {e}");
-                    break;
-                }
-            };
-            let head = chain.head_index();
-            descs.clear();
-            descs.extend(chain);
-            let used = self.serve_chain(&*mem, &descs);
-            if let Err(e) = vring.add_used(head, used) {
-                error!("add_used({head}) failed: {e}");
-            }
-            used_any = true;
-        }
+        let event_idx = self.event_idx;
+        drain(&"requestq", 0, vring, &atomic, event_idx, self);
         // A chain may have up to 64 Ki descriptors (an indirect table); keep
         // only what an ordinary one needs.
-        descs.clear();
-        descs.shrink_to(KEPT_DESCRIPTORS);
-        self.descs = descs;
-        if !used_any {
-            return;
-        }
-        self.groups.drained();
-        match vring.needs_notification() {
-            Ok(false) => {}
-            Ok(true) | Err(_) => {
-                if let Err(e) = vring.signal_used_queue() {
-                    error!("signalling the requestq failed: {e}");
-                }
-            }
-        }
+        self.descs.clear();
+        self.descs.shrink_to(KEPT_DESCRIPTORS);
     }
 }
 
-impl VhostUserBackendMut for I2cEepromBackend {
+impl QueueServer for VhostUserI2cBackend {
+    fn serve(&mut self, chain: Chain) -> Served {
+        if self.stopping.load(Ordering::Acquire) {
+            return Served::Refused;
+        }
+        let mem = chain.memory();
+        // Reused from chain to chain: serving a chain allocates nothing here.
+        let mut descs = std::mem::take(&mut self.descs);
+        descs.clear();
+        let shape = walk(&chain, MAX_CHAIN_DESCRIPTORS, |d| descs.push(*d));
+        let len = match shape {
+            Ok(_) => self.serve_chain(mem, &descs),
+            Err(e) => self.reject(mem, &descs, &e),
+        };
+        self.descs = descs;
+        Served::Used(len)
+    }
+
+    fn drained(&mut self) {
+        self.groups.drained();
+    }
+}
+
+impl VhostUserBackendMut for VhostUserI2cBackend {
     type Bitmap = ();
     type Vring = VringRwLock;
 
@@ -302,11 +339,7 @@ impl VhostUserBackendMut for I2cEepromBackend {
     }
 
     fn features(&self) -> u64 {
-        (1 << VIRTIO_F_VERSION_1)
-            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
-            | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | (1 << VIRTIO_I2C_F_ZERO_LENGTH_REQUEST)
-            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        RING_FEATURES | (1 << VIRTIO_I2C_F_ZERO_LENGTH_REQUEST)
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -321,7 +354,8 @@ impl VhostUserBackendMut for I2cEepromBackend {
 
     fn reset_device(&mut self) {
         info!("device reset");
-        self.disconnected();
+        // The memory table stays: the frontend starts the rings again without resending it.
+        self.end_transaction();
     }
 
     fn set_event_idx(&mut self, enabled: bool) {
@@ -336,13 +370,7 @@ impl VhostUserBackendMut for I2cEepromBackend {
     /// A fresh exit event for each worker: the worker of one connection must
     /// end when its daemon is dropped, or the next connection never starts.
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
-            Ok(pair) => Some(pair),
-            Err(e) => {
-                error!("creating a worker exit event failed: {e}");
-                None
-            }
-        }
+        self.exit.for_worker()
     }
 
     fn handle_event(
@@ -362,26 +390,7 @@ impl VhostUserBackendMut for I2cEepromBackend {
             warn!("unknown device event {device_event}");
             return Ok(());
         };
-        if self.event_idx {
-            // The queue reads the avail index once per iteration: loop until
-            // no chain arrived while notifications were off.
-            loop {
-                if let Err(e) = vring.disable_notification() {
-                    error!("disable_notification: {e}");
-                }
-                self.process_queue(vring);
-                match vring.enable_notification() {
-                    Ok(true) => continue,
-                    Ok(false) => break,
-                    Err(e) => {
-                        error!("enable_notification: {e}");
-                        break;
-                    }
-                }
-            }
-        } else {
-            self.process_queue(vring);
-        }
+        self.process_queue(vring);
         Ok(())
     }
 }
@@ -391,8 +400,8 @@ mod tests {
     use super::*;
     use crate::model::{At24, At24Config, Variant};
     use crate::protocol::{VIRTIO_I2C_FLAGS_FAIL_NEXT, VIRTIO_I2C_FLAGS_M_RD};
-    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::RawDescriptor;
+    use test_kit::chains;
+    use vhost_user_backend::VringT;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Address, GuestAddress, Le16, Le32};
 
@@ -402,7 +411,7 @@ mod tests {
     struct Rig {
         mem: GuestMemoryMmap,
         vring: VringRwLock,
-        backend: I2cEepromBackend,
+        backend: VhostUserI2cBackend,
         _dir: tempfile::TempDir,
         used_addr: GuestAddress,
         avail_addr: GuestAddress,
@@ -411,32 +420,20 @@ mod tests {
     /// One descriptor: (guest address, length, device-writable).
     type D = (u64, u32, bool);
 
-    fn flag(bits: u32) -> u16 {
-        u16::try_from(bits).unwrap()
-    }
-
     fn rig(chains: &[Vec<D>], next_override: Option<(usize, u16)>) -> Rig {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         let vq = MockSplitQueue::new(&mem, QSIZE);
         let mut flat = Vec::new();
         for chain in chains {
-            for (i, (addr, len, write)) in chain.iter().enumerate() {
-                let index = u16::try_from(flat.len()).unwrap();
-                let last = i + 1 == chain.len();
-                let mut f = if *write { flag(VRING_DESC_F_WRITE) } else { 0 };
-                let mut next = 0;
-                if !last {
-                    f |= flag(VRING_DESC_F_NEXT);
-                    next = index + 1;
-                }
-                if let Some((at, n)) = next_override {
-                    if at == flat.len() {
-                        f |= flag(VRING_DESC_F_NEXT);
-                        next = n;
-                    }
-                }
-                flat.push(RawDescriptor::from(Descriptor::new(*addr, *len, f, next)));
-            }
+            let first = flat.len();
+            let link = next_override
+                .filter(|(at, _)| (first..first + chain.len()).contains(at))
+                .map(|(at, n)| (at - first, n));
+            flat.extend(chains::descriptors(
+                u16::try_from(first).unwrap(),
+                chain,
+                link,
+            ));
         }
         vq.add_desc_chains(&flat, 0).unwrap();
         let atomic = GuestMemoryAtomic::new(mem.clone());
@@ -452,7 +449,7 @@ mod tests {
         let mut cfg = At24Config::new(Variant::C02, 0x50);
         cfg.twr = std::time::Duration::ZERO;
         let bus = Bus::new(vec![At24::new(cfg, contents).unwrap()]).unwrap();
-        let mut backend = I2cEepromBackend::new(bus, vec![image], WpSource::NotWired);
+        let mut backend = VhostUserI2cBackend::new(bus, vec![image], WpSource::NotWired);
         backend.update_memory(atomic).unwrap();
         Rig {
             used_addr: vq.used_addr(),
@@ -466,15 +463,7 @@ mod tests {
 
     impl Rig {
         fn used(&self) -> Vec<(u32, u32)> {
-            let idx: u16 = self.mem.read_obj(self.used_addr.unchecked_add(2)).unwrap();
-            (0..u64::from(idx))
-                .map(|i| {
-                    let at = self.used_addr.unchecked_add(4 + 8 * i);
-                    let id: u32 = self.mem.read_obj(at).unwrap();
-                    let len: u32 = self.mem.read_obj(at.unchecked_add(4)).unwrap();
-                    (id, len)
-                })
-                .collect()
+            chains::used(&self.mem, self.used_addr, QSIZE, &mut 0)
         }
 
         fn byte(&self, at: u64) -> u8 {

@@ -1,17 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! Integration tests: the real `vhost-i2c-eeprom` binary driven over its
-//! vhost-user socket by `common::frontend::TestFrontend` (acting as QEMU and the
+//! vhost-user socket by `test_kit::frontend::TestFrontend` (acting as QEMU and the
 //! guest's i2c-virtio driver).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
 use common::line::Pull;
-use common::testutil::{cargo_bin, wait_until, ChildGuard};
 use common::wp::WpWriter;
+use test_kit::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
+use test_kit::testutil::{cargo_bin, wait_until, ChildGuard};
 
 const T: Duration = Duration::from_secs(10);
 const F_ZERO_LENGTH: u64 = 1 << 0;

@@ -131,7 +131,7 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     let device = Arc::new(Device::new("fuzz", &lines, None).unwrap());
-    let mut backend = VhostUserGpioBackend::new(device, None).unwrap();
+    let mut backend = VhostUserGpioBackend::new(device, None);
     backend.update_memory(mem.clone()).unwrap();
     let mut features = (1u64 << 32) | (1 << 28) | (1 << 29);
     if input.irq {

@@ -31,7 +31,7 @@ use libfuzzer_sys::fuzz_target;
 use vhost_i2c_eeprom::model::{At24, At24Config, Bus, Variant};
 use vhost_i2c_eeprom::protocol::{VirtioI2cOutHdr, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST};
 use vhost_i2c_eeprom::storage::Image;
-use vhost_i2c_eeprom::vhu::{I2cEepromBackend, WpSource};
+use vhost_i2c_eeprom::vhu::{VhostUserI2cBackend, WpSource};
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
@@ -274,7 +274,7 @@ fuzz_target!(|input: Input| {
     }
     let bus = Bus::new(devices).unwrap();
     let mem = GuestMemoryAtomic::new(mmap.clone());
-    let mut backend = I2cEepromBackend::new(bus, images, WpSource::NotWired);
+    let mut backend = VhostUserI2cBackend::new(bus, images, WpSource::NotWired);
     backend.update_memory(mem.clone()).unwrap();
     let mut features = (1u64 << 32) | (1 << 30);
     if input.zero_length {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::frontend::{Buf, FrontendError, FrontendOptions, TestFrontend};
+use test_kit::frontend::{Buf, FrontendError, FrontendOptions, TestFrontend};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -84,7 +84,7 @@ impl VhostUserBackendMut for Echo {
         (1 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
-            | common::frontend::VHOST_USER_F_PROTOCOL_FEATURES
+            | test_kit::frontend::VHOST_USER_F_PROTOCOL_FEATURES
     }
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         VhostUserProtocolFeatures::CONFIG

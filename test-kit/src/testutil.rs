@@ -134,6 +134,124 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A command that runs `program args...` through `sh -c` after the shell `prelude` (say
+/// `umask 000; ulimit -n 40`), so that the program starts with that process state.
+pub fn with_shell_prelude(prelude: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{prelude}; exec \"$0\" \"$@\""))
+        .arg(program);
+    cmd
+}
+
+/// A command that starts `program` the way systemd's socket activation does: `listener`
+/// as file descriptor 3, `LISTEN_FDS=1`, and `LISTEN_PID` the program's own pid.
+pub fn socket_activated(program: &Path, listener: &std::os::unix::net::UnixListener) -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    // The shell's pid is the program's: it execs it.
+    let mut cmd = with_shell_prelude("LISTEN_PID=$$; export LISTEN_PID", program);
+    cmd.env("LISTEN_FDS", "1");
+    let fd = listener.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe system calls (dup2, fcntl) on descriptors of the child; it
+    // allocates nothing and touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // Already there: only clear close-on-exec.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// What a systemd socket-activated template unit pair runs, read from the unit files the
+/// way systemd reads them (enough of it for this project's units): `%i` the instance, `%t`
+/// and `%S` the runtime and state directories (both `root` here), `$VAR` split into words
+/// from `Environment=`.
+#[derive(Debug)]
+pub struct SystemdUnit {
+    /// The socket's `ListenStream=` path.
+    pub listen: PathBuf,
+    /// The service's `ExecStart=` arguments after the program.
+    pub args: Vec<String>,
+}
+
+impl SystemdUnit {
+    /// Reads `socket` and `service` for instance `instance`, directories under `root`.
+    /// Panics on a unit it cannot read: this is for tests only.
+    pub fn load(socket: &Path, service: &Path, instance: &str, root: &Path) -> SystemdUnit {
+        let root = root.display().to_string();
+        let expand = |s: &str| {
+            s.replace("%i", instance)
+                .replace("%t", &root)
+                .replace("%S", &root)
+                .replace("%%", "%")
+        };
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        let value = |text: &str, key: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.trim().strip_prefix(key))
+                .map(|v| expand(v.trim().trim_matches('"')))
+                .collect()
+        };
+        let socket_text = read(socket);
+        let listen = value(&socket_text, "ListenStream=")
+            .pop()
+            .expect("the socket unit has ListenStream=");
+        let service_text = read(service);
+        let env: Vec<(String, String)> = value(&service_text, "Environment=")
+            .iter()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let exec = value(&service_text, "ExecStart=")
+            .pop()
+            .expect("the service unit has ExecStart=");
+        let mut args = Vec::new();
+        for word in exec.split_whitespace().skip(1) {
+            match word.strip_prefix('$') {
+                Some(var) => {
+                    let (_, v) = env
+                        .iter()
+                        .find(|(k, _)| k == var)
+                        .unwrap_or_else(|| panic!("${var} has no Environment= default"));
+                    args.extend(v.split_whitespace().map(str::to_string));
+                }
+                None => args.push(word.to_string()),
+            }
+        }
+        SystemdUnit {
+            listen: PathBuf::from(listen),
+            args,
+        }
+    }
+}
+
+/// Open file descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Runs `cmd` under a [`ChildGuard`] for at most `timeout`: its exit status (`None` if it
+/// was still running, and was then killed) and its output.
+pub fn run_bounded(cmd: Command, timeout: Duration) -> io::Result<(Option<ExitStatus>, String)> {
+    let mut g = ChildGuard::spawn(cmd)?;
+    let status = wait_until(timeout, || g.try_wait().ok().flatten());
+    Ok((status, g.log()))
+}
+
 /// Polls `f` every 5 ms until it returns `Some` or `timeout` passes.
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
 const PAGE: u64 = 4096;
-/// How long the frontend waits for any reply of the backend.
+/// How long the frontend waits for any reply of the backend. vhost 0.18's `Frontend` retries a
+/// read that timed out (it treats `EAGAIN` as "try again"), so a socket read timeout does not
+/// bound a request: a watchdog thread shuts the socket down instead, and the request fails.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const DESC_SIZE: u64 = 16;
 
@@ -84,6 +87,9 @@ pub enum FrontendError {
     /// Nothing arrived in time.
     #[error("timed out")]
     Timeout,
+    /// The backend did not answer a vhost-user request in time; the connection is shut down.
+    #[error("vhost-user request {0} got no answer within {REPLY_TIMEOUT:?}; connection shut down")]
+    NoReply(&'static str),
     /// No such queue.
     #[error("no queue {0}")]
     BadQueue(usize),
@@ -108,8 +114,95 @@ pub enum FrontendError {
 
 type Result<T> = std::result::Result<T, FrontendError>;
 
-fn vhost_err(request: &'static str) -> impl FnOnce(vhost::Error) -> FrontendError {
-    move |source| FrontendError::Vhost { request, source }
+/// Shuts a connection down when a request has waited longer than [`REPLY_TIMEOUT`].
+#[derive(Debug)]
+struct Watchdog {
+    shared: Arc<(Mutex<WatchState>, Condvar)>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct WatchState {
+    /// When the request in progress must have been answered.
+    deadline: Option<Instant>,
+    /// The watchdog shut the connection down.
+    fired: bool,
+    /// The frontend is being dropped.
+    quit: bool,
+}
+
+impl Watchdog {
+    fn new(stream: UnixStream) -> Result<Watchdog> {
+        let shared = Arc::new((Mutex::new(WatchState::default()), Condvar::new()));
+        let s2 = shared.clone();
+        let thread = thread::Builder::new()
+            .name("frontend-watchdog".into())
+            .spawn(move || watch(&s2, &stream))
+            .map_err(|source| FrontendError::Io {
+                what: "starting the watchdog thread",
+                source,
+            })?;
+        Ok(Watchdog {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.shared.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Arms the watchdog for one request; false if it already fired (the connection is dead).
+    fn arm(&self) -> bool {
+        let mut st = self.state();
+        if st.fired {
+            return false;
+        }
+        st.deadline = Some(Instant::now() + REPLY_TIMEOUT);
+        self.shared.1.notify_all();
+        true
+    }
+
+    /// Disarms it; true if it fired during the request.
+    fn disarm(&self) -> bool {
+        let mut st = self.state();
+        st.deadline = None;
+        st.fired
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.state().quit = true;
+        self.shared.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn watch(shared: &(Mutex<WatchState>, Condvar), stream: &UnixStream) {
+    let (lock, cv) = shared;
+    let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+    while !st.quit {
+        match st.deadline {
+            None => st = cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    // The blocked read returns 0 bytes, which vhost reports as an error.
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    st.fired = true;
+                    st.deadline = None;
+                } else {
+                    st = cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
 }
 
 fn mem_err(e: impl std::fmt::Display) -> FrontendError {
@@ -239,6 +332,8 @@ fn plan(queue_sizes: &[u16], slot_size: u32) -> (Vec<Layout>, u64) {
 /// A vhost-user frontend with its own guest memory and driver-side queues.
 pub struct TestFrontend {
     frontend: Frontend,
+    watchdog: Watchdog,
+    conn: UnixStream,
     mem: GuestMemoryMmap,
     queues: Vec<DriverQueue>,
     opts: FrontendOptions,
@@ -279,12 +374,14 @@ impl TestFrontend {
         }
         let stream = connect_with_retry(path, timeout)?;
         // A backend that stops answering makes a request fail instead of hanging the test.
-        stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(|source| FrontendError::Io {
-                what: "setting the socket read timeout",
+        let clone = || {
+            stream.try_clone().map_err(|source| FrontendError::Io {
+                what: "cloning the socket",
                 source,
-            })?;
+            })
+        };
+        let watchdog = Watchdog::new(clone()?)?;
+        let conn = clone()?;
         let queue_count = u64::try_from(opts.queue_sizes.len()).map_err(mem_err)?;
         let frontend = Frontend::from_stream(stream, queue_count);
 
@@ -293,6 +390,8 @@ impl TestFrontend {
 
         let mut fe = TestFrontend {
             frontend,
+            watchdog,
+            conn,
             mem,
             queues: Vec::new(),
             opts,
@@ -309,23 +408,36 @@ impl TestFrontend {
         Ok(fe)
     }
 
+    /// Runs one vhost-user request under the watchdog: it fails with
+    /// [`FrontendError::NoReply`] instead of hanging if the backend does not answer.
+    fn vhost<T>(
+        &self,
+        request: &'static str,
+        f: impl FnOnce(&mut Frontend) -> vhost::Result<T>,
+    ) -> Result<T> {
+        if !self.watchdog.arm() {
+            return Err(FrontendError::NoReply(request));
+        }
+        // A handle on the same connection (the frontend is an Arc inside).
+        let mut frontend = self.frontend.clone();
+        let r = f(&mut frontend);
+        if self.watchdog.disarm() {
+            return Err(FrontendError::NoReply(request));
+        }
+        r.map_err(|source| FrontendError::Vhost { request, source })
+    }
+
     fn negotiate(&mut self) -> Result<()> {
-        self.offered = self
-            .frontend
-            .get_features()
-            .map_err(vhost_err("GET_FEATURES"))?;
+        self.offered = self.vhost("GET_FEATURES", |f| f.get_features())?;
         if self.offered & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
-            let offered = self
-                .frontend
-                .get_protocol_features()
-                .map_err(vhost_err("GET_PROTOCOL_FEATURES"))?;
+            let offered = self.vhost("GET_PROTOCOL_FEATURES", |f| f.get_protocol_features())?;
             self.protocol = offered & self.opts.protocol_features;
-            self.frontend
-                .set_protocol_features(self.protocol)
-                .map_err(vhost_err("SET_PROTOCOL_FEATURES"))?;
+            self.vhost("SET_PROTOCOL_FEATURES", |f| {
+                f.set_protocol_features(self.protocol)
+            })?;
             self.ack_requests(true);
         }
-        self.frontend.set_owner().map_err(vhost_err("SET_OWNER"))?;
+        self.vhost("SET_OWNER", |f| f.set_owner())?;
         self.set_features()?;
         self.set_mem_table()
     }
@@ -337,11 +449,13 @@ impl TestFrontend {
             .iter()
             .next()
             .ok_or_else(|| mem_err("no memory region"))?;
-        let info = VhostUserMemoryRegionInfo::from_guest_region(region)
-            .map_err(vhost_err("SET_MEM_TABLE"))?;
-        self.frontend
-            .set_mem_table(&[info])
-            .map_err(vhost_err("SET_MEM_TABLE"))?;
+        let info = VhostUserMemoryRegionInfo::from_guest_region(region).map_err(|source| {
+            FrontendError::Vhost {
+                request: "SET_MEM_TABLE",
+                source,
+            }
+        })?;
+        self.vhost("SET_MEM_TABLE", |f| f.set_mem_table(&[info]))?;
         Ok(())
     }
 
@@ -360,9 +474,7 @@ impl TestFrontend {
     fn set_features(&mut self) -> Result<()> {
         self.acked =
             (self.offered & self.opts.features) | (self.offered & VHOST_USER_F_PROTOCOL_FEATURES);
-        self.frontend
-            .set_features(self.acked)
-            .map_err(vhost_err("SET_FEATURES"))
+        self.vhost("SET_FEATURES", |f| f.set_features(self.acked))
     }
 
     fn new_queue(&self, index: usize, l: &Layout) -> Result<DriverQueue> {
@@ -423,9 +535,7 @@ impl TestFrontend {
             self.mem
                 .write_slice(&vec![0u8; ring_bytes], desc)
                 .map_err(mem_err)?;
-            self.frontend
-                .set_vring_num(i, size)
-                .map_err(vhost_err("SET_VRING_NUM"))?;
+            self.vhost("SET_VRING_NUM", |f| f.set_vring_num(i, size))?;
             let config = VringConfigData {
                 queue_max_size: size,
                 queue_size: size,
@@ -435,22 +545,16 @@ impl TestFrontend {
                 avail_ring_addr: self.host_addr(avail)?,
                 log_addr: None,
             };
-            self.frontend
-                .set_vring_addr(i, &config)
-                .map_err(vhost_err("SET_VRING_ADDR"))?;
-            self.frontend
-                .set_vring_base(i, 0)
-                .map_err(vhost_err("SET_VRING_BASE"))?;
-            self.frontend
-                .set_vring_call(i, &self.queues[i].call)
-                .map_err(vhost_err("SET_VRING_CALL"))?;
-            self.frontend
-                .set_vring_kick(i, &self.queues[i].kick)
-                .map_err(vhost_err("SET_VRING_KICK"))?;
+            self.vhost("SET_VRING_ADDR", |f| f.set_vring_addr(i, &config))?;
+            self.vhost("SET_VRING_BASE", |f| f.set_vring_base(i, 0))?;
+            self.vhost("SET_VRING_CALL", |f| {
+                f.set_vring_call(i, &self.queues[i].call)
+            })?;
+            self.vhost("SET_VRING_KICK", |f| {
+                f.set_vring_kick(i, &self.queues[i].kick)
+            })?;
             if self.acked & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
-                self.frontend
-                    .set_vring_enable(i, true)
-                    .map_err(vhost_err("SET_VRING_ENABLE"))?;
+                self.vhost("SET_VRING_ENABLE", |f| f.set_vring_enable(i, true))?;
             }
         }
         Ok(())
@@ -484,11 +588,11 @@ impl TestFrontend {
     pub fn get_config(&mut self, offset: u32, size: u32) -> Result<Vec<u8>> {
         let buf = vec![0u8; usize::try_from(size).map_err(mem_err)?];
         self.ack_requests(false);
-        let r = self
-            .frontend
-            .get_config(offset, size, VhostUserConfigFlags::WRITABLE, &buf);
+        let r = self.vhost("GET_CONFIG", |f| {
+            f.get_config(offset, size, VhostUserConfigFlags::WRITABLE, &buf)
+        });
         self.ack_requests(true);
-        let (_, payload) = r.map_err(vhost_err("GET_CONFIG"))?;
+        let (_, payload) = r?;
         Ok(payload)
     }
 
@@ -501,6 +605,22 @@ impl TestFrontend {
     /// Queues a chain, as direct descriptors or one indirect table; does not kick. Returns the
     /// head descriptor index.
     pub fn submit(&mut self, queue: usize, bufs: &[Buf], indirect: bool) -> Result<u16> {
+        self.submit_linked(queue, bufs, indirect, None)
+    }
+
+    /// Like [`TestFrontend::submit`], but buffer `link.0` names buffer `link.1` as its next
+    /// one (NEXT set), for malformed-chain tests: `(1, 1)` makes the second descriptor loop
+    /// to itself.
+    pub fn submit_linked(
+        &mut self,
+        queue: usize,
+        bufs: &[Buf],
+        indirect: bool,
+        link: Option<(usize, usize)>,
+    ) -> Result<u16> {
+        if link.is_some_and(|(from, to)| from >= bufs.len() || to >= bufs.len()) {
+            return Err(FrontendError::BadChain("link outside the chain".into()));
+        }
         if bufs.is_empty() {
             return Err(FrontendError::BadChain("a chain needs a buffer".into()));
         }
@@ -534,11 +654,14 @@ impl TestFrontend {
                     if matches!(b, Buf::In(_)) {
                         ins.push((GuestAddress(addr), len));
                     }
-                    let last = i + 1 == bufs.len();
+                    let (last, next) = match link {
+                        Some((from, to)) if from == i => (false, to),
+                        _ => (i + 1 == bufs.len(), i + 1),
+                    };
                     let next = if last {
                         0
                     } else {
-                        u16::try_from(i + 1).map_err(mem_err)?
+                        u16::try_from(next).map_err(mem_err)?
                     };
                     let at = GuestAddress(table.0 + u64::try_from(i).map_err(mem_err)? * DESC_SIZE);
                     write_desc(mem, at, addr, len, flags(write, !last), next)?;
@@ -561,8 +684,11 @@ impl TestFrontend {
                     if matches!(b, Buf::In(_)) {
                         ins.push((GuestAddress(addr), len));
                     }
-                    let last = i + 1 == bufs.len();
-                    let next = if last { 0 } else { descs[i + 1] };
+                    let (last, next) = match link {
+                        Some((from, to)) if from == i => (false, descs[to]),
+                        _ if i + 1 == bufs.len() => (true, 0),
+                        _ => (false, descs[i + 1]),
+                    };
                     write_desc(
                         mem,
                         GuestAddress(q.desc.0 + u64::from(descs[i]) * DESC_SIZE),
@@ -729,17 +855,15 @@ impl TestFrontend {
     pub fn stop_queue(&mut self, queue: usize) -> Result<u32> {
         self.queue(queue)?;
         self.ack_requests(false);
-        let r = self.frontend.get_vring_base(queue);
+        let r = self.vhost("GET_VRING_BASE", |f| f.get_vring_base(queue));
         self.ack_requests(true);
-        r.map_err(vhost_err("GET_VRING_BASE"))
+        r
     }
 
     /// SET_VRING_ENABLE.
     pub fn set_vring_enable(&mut self, queue: usize, enable: bool) -> Result<()> {
         self.queue(queue)?;
-        self.frontend
-            .set_vring_enable(queue, enable)
-            .map_err(vhost_err("SET_VRING_ENABLE"))
+        self.vhost("SET_VRING_ENABLE", |f| f.set_vring_enable(queue, enable))
     }
 
     /// What QEMU does on a device reset: stop every queue, then RESET_DEVICE if negotiated,
@@ -752,13 +876,9 @@ impl TestFrontend {
             .protocol
             .contains(VhostUserProtocolFeatures::RESET_DEVICE)
         {
-            self.frontend
-                .reset_device()
-                .map_err(vhost_err("RESET_DEVICE"))?;
+            self.vhost("RESET_DEVICE", |f| f.reset_device())?;
         } else {
-            self.frontend
-                .reset_owner()
-                .map_err(vhost_err("RESET_OWNER"))?;
+            self.vhost("RESET_OWNER", |f| f.reset_owner())?;
         }
         self.barrier()
     }
@@ -767,9 +887,7 @@ impl TestFrontend {
     /// requests with no reply are fire-and-forget, so this sends one that has a reply.
     pub fn barrier(&mut self) -> Result<()> {
         if !self.protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
-            self.frontend
-                .get_features()
-                .map_err(vhost_err("GET_FEATURES"))?;
+            self.vhost("GET_FEATURES", |f| f.get_features())?;
         }
         Ok(())
     }
@@ -781,6 +899,18 @@ impl TestFrontend {
         self.set_features()?;
         self.set_mem_table()?;
         self.start_queues()
+    }
+
+    /// Hangs up the vhost-user connection but keeps the queues and their eventfds, as a
+    /// frontend that dies leaves them: a later [`TestFrontend::kick`] still reaches a backend
+    /// that has not yet dropped them. Later vhost-user requests fail.
+    pub fn hang_up(&self) -> Result<()> {
+        self.conn
+            .shutdown(std::net::Shutdown::Both)
+            .map_err(|source| FrontendError::Io {
+                what: "shutting the connection down",
+                source,
+            })
     }
 
     /// Closes the connection.
@@ -911,6 +1041,36 @@ mod tests {
         assert_eq!(flags(false, true), 1);
         assert_eq!(flags(true, false), 2);
         assert_eq!(flags(true, true), 3);
+    }
+
+    /// A backend that accepts and never answers: the first request fails after the reply
+    /// timeout instead of hanging (vhost 0.18 alone retries the timed-out read forever).
+    #[test]
+    fn a_silent_backend_makes_the_request_fail_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("silent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        let server = thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            // Hold the connection open, read nothing, until the client gives up.
+            let mut buf = [0u8; 64];
+            let mut c = &conn;
+            while std::io::Read::read(&mut c, &mut buf).is_ok_and(|n| n > 0) {}
+        });
+        let t0 = Instant::now();
+        let err = TestFrontend::connect(&p, FrontendOptions::default(), Duration::from_secs(5))
+            .unwrap_err();
+        let took = t0.elapsed();
+        eprintln!("silent backend: {err} after {took:?}");
+        assert!(
+            matches!(err, FrontendError::NoReply("GET_FEATURES")),
+            "{err}"
+        );
+        assert!(
+            took >= REPLY_TIMEOUT && took < REPLY_TIMEOUT * 3,
+            "{took:?}"
+        );
+        server.join().unwrap();
     }
 
     #[test]
