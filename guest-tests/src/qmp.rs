@@ -23,7 +23,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     /// The socket could not be reached.
-    #[error("connecting to QMP at {path}: {source}")]
+    #[error("connecting to QMP at {path}")]
     Connect {
         /// The QMP socket.
         path: PathBuf,
@@ -47,6 +47,14 @@ pub enum QmpError {
         command: &'static str,
         /// QEMU's answer or the I/O error.
         detail: String,
+    },
+    /// An event named in a scenario did not come in time.
+    #[error("no QMP event {event} within {waited:?}")]
+    NoEvent {
+        /// The event awaited.
+        event: String,
+        /// How long.
+        waited: Duration,
     },
     /// An event did not come in time.
     #[error("no {event} for {what} within {waited:?}")]
@@ -180,6 +188,34 @@ impl QmpClient {
             }
             thread::sleep(Duration::from_millis(50));
             // A round trip collects the events QEMU sent meanwhile.
+            self.qmp.nop().map_err(|e| QmpError::Command {
+                command: "query-version",
+                detail: e.to_string(),
+            })?;
+        }
+    }
+
+    /// Waits for the next QMP event named `name` (e.g. `DEVICE_DELETED`), polling QEMU with a
+    /// round trip so that its events are read. Returns how long it took.
+    pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Result<Duration, QmpError> {
+        let start = Instant::now();
+        loop {
+            for e in self.qmp.events() {
+                let got = serde_json::to_value(&e)
+                    .ok()
+                    .and_then(|v| v.get("event").and_then(|n| n.as_str().map(str::to_string)));
+                log::debug!("QMP event {got:?}");
+                if got.as_deref() == Some(name) {
+                    return Ok(start.elapsed());
+                }
+            }
+            if start.elapsed() >= timeout {
+                return Err(QmpError::NoEvent {
+                    event: name.to_string(),
+                    waited: start.elapsed(),
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
             self.qmp.nop().map_err(|e| QmpError::Command {
                 command: "query-version",
                 detail: e.to_string(),
