@@ -205,7 +205,8 @@ const EEPROM_COLUMNS: [&str; 3] = [
     "eeprom_write_after_replug",
 ];
 
-/// Every result that was observed, `name=value`, except the table's own columns.
+/// Every other result that was observed, `name=value` (empty if none): the line under a
+/// run's row.
 fn other_results(r: &RunReport) -> String {
     let parts: Vec<String> = r
         .observations
@@ -217,11 +218,7 @@ fn other_results(r: &RunReport) -> String {
             Some(v) => Some(format!("{n}={v}")),
         })
         .collect();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(" ")
-    }
+    parts.join(" ")
 }
 
 fn summary(r: &RunReport) -> String {
@@ -270,10 +267,9 @@ pub fn table(runs: &[RunReport]) -> String {
         "splats",
         "refcnt",
         "eeprom (write/unplug/replug)",
-        "other results",
         "expected",
     ];
-    let rows: Vec<[String; 7]> = runs
+    let rows: Vec<[String; 6]> = runs
         .iter()
         .map(|r| {
             let o = &r.observations;
@@ -283,7 +279,6 @@ pub fn table(runs: &[RunReport]) -> String {
                 splat_summary(r.splats()),
                 refcnt(r),
                 EEPROM_COLUMNS.map(|n| o.write(n).to_string()).join("/"),
-                other_results(r),
                 match r.verdict {
                     Verdict::AsExpected => "yes".into(),
                     Verdict::Unexpected => "NO".into(),
@@ -313,8 +308,12 @@ pub fn table(runs: &[RunReport]) -> String {
         &widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str),
         &mut out,
     );
-    for row in &rows {
+    for (row, r) in rows.iter().zip(runs) {
         line(&row.each_ref().map(String::as_str), &mut out);
+        let other = other_results(r);
+        if !other.is_empty() {
+            let _ = writeln!(out, "    {other}");
+        }
     }
     for r in runs.iter().filter(|r| r.unexpected()) {
         let _ = writeln!(
@@ -430,7 +429,7 @@ mod tests {
         let t = table(&[r.clone()]);
         let row = t.lines().nth(2).unwrap();
         assert!(row.ends_with("observed"), "{row}");
-        assert!(row.contains("irq_seen=true"), "{row}");
+        assert_eq!(t.lines().nth(3).unwrap(), "    irq_seen=true");
         let x = junit(&[r]);
         assert!(
             x.contains(r#"failures="0""#) && x.contains(r#"skipped="1""#),
