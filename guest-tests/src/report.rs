@@ -49,6 +49,10 @@ pub struct RunReport {
     pub ended: String,
     /// Wall time of the run in seconds.
     pub seconds: f64,
+    /// The same by stage (`backends`, `qemu`, `guest`, `teardown`); empty if the run failed
+    /// to start.
+    #[serde(default)]
+    pub stage_seconds: std::collections::BTreeMap<String, f64>,
     /// File name of the console log, beside the report.
     pub console_log: String,
 }
@@ -68,6 +72,7 @@ impl RunReport {
             mismatches: Vec::new(),
             ended: String::new(),
             seconds: 0.0,
+            stage_seconds: Default::default(),
             console_log: console_log.to_string(),
         }
     }

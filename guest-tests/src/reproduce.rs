@@ -37,6 +37,7 @@ pub fn run_one(
             report.qemu = f.qemu;
             report.ended = f.ended;
             report.observations = f.observations;
+            report.stage_seconds = f.stage_seconds;
             notes = f.notes;
             false
         }

@@ -17,6 +17,7 @@
 //! A guest that oopses or hangs is a result: the run ends and is classified like any other.
 //! Every process a run starts is stopped when the run ends.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -489,9 +490,49 @@ impl Guest {
 struct RunHost<'a> {
     qmp: &'a mut QmpClient,
     backends: &'a mut Backends,
+    /// Devices unplugged whose DEVICE_DELETED has not come yet, with the time of the request.
+    unplugging: &'a mut BTreeMap<String, Instant>,
 }
 
+/// How long the guest gets to eject a device before a replug of it gives up.
+const UNPLUG_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl RunHost<'_> {
+    /// Before the device is added again: its deletion must be complete (QEMU refuses a
+    /// second device with the id of one still being deleted).
+    fn deleted(&mut self, d: DeviceName) -> Result<(), String> {
+        let id = d.qemu_id();
+        if let Some(asked) = self.unplugging.remove(id) {
+            let left = UNPLUG_TIMEOUT.saturating_sub(asked.elapsed());
+            self.qmp
+                .wait_deleted(id, left)
+                .map_err(|e| format!("device_del: {e}"))?;
+            log::info!("unplugged {id} in {:?}", asked.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Notes the deletions QEMU completed (one QMP round trip while any is pending).
+    fn poll_deleted(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let pending: Vec<String> = self.unplugging.keys().cloned().collect();
+        for id in pending {
+            match self.qmp.take_deleted(&id) {
+                Ok(true) => {
+                    if let Some(asked) = self.unplugging.remove(&id) {
+                        log::info!("unplugged {id} in {:?}", asked.elapsed());
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.unplugging.remove(&id);
+                    notes.push(format!("device_del {id}: {e}"));
+                }
+            }
+        }
+        notes
+    }
+
     fn device(&self, d: DeviceName) -> Result<VhostUserDevice, String> {
         self.backends
             .device(d)
@@ -525,15 +566,17 @@ impl Host for RunHost<'_> {
     fn act(&mut self, action: &HostAction) -> Result<(), String> {
         match action {
             HostAction::DeviceDel { device } => {
+                // The guest's next step waits for the effect; the console stays followed
+                // meanwhile (a guest that oopses in the unplug is seen as such).
                 let id = device.qemu_id();
-                let t = self
-                    .qmp
-                    .device_del(id, Duration::from_secs(60))
+                self.qmp
+                    .device_del_request(id)
                     .map_err(|e| format!("device_del: {e}"))?;
-                log::info!("unplugged {id} in {t:?}");
+                self.unplugging.insert(id.to_string(), Instant::now());
                 Ok(())
             }
             HostAction::Replug { device } => {
+                self.deleted(*device)?;
                 let dev = self.device(*device)?;
                 self.qmp
                     .chardev_remove(&dev.chardev_id())
@@ -542,6 +585,7 @@ impl Host for RunHost<'_> {
                 self.device_add(*device).map_err(|e| format!("replug: {e}"))
             }
             HostAction::ChardevRemove { device } => {
+                self.deleted(*device)?;
                 let dev = self.device(*device)?;
                 self.qmp
                     .chardev_remove(&dev.chardev_id())
@@ -551,14 +595,19 @@ impl Host for RunHost<'_> {
                 let dev = self.device(*device)?;
                 self.chardev_add(&dev)
             }
-            HostAction::DeviceAdd { device } => self.device_add(*device),
+            HostAction::DeviceAdd { device } => {
+                self.deleted(*device)?;
+                self.device_add(*device)
+            }
             HostAction::SetLine { line, value } => self.backends.set_line(line, *value == 1),
             HostAction::KillBackend { device } => self.backends.backend(*device)?.kill(),
-            HostAction::RestartBackend { device } => self
-                .backends
-                .backend(*device)?
-                .start()
-                .map_err(|e| e.to_string()),
+            HostAction::RestartBackend { device } => {
+                let b = self.backends.backend(*device)?;
+                if b.child.is_some() {
+                    return Err(format!("{} is still running (kill-backend first)", b.name));
+                }
+                b.start().map_err(|e| e.to_string())
+            }
             HostAction::WaitQmpEvent { event, timeout_s } => self
                 .qmp
                 .wait_event(event, Duration::from_secs(u64::from(*timeout_s)))
@@ -589,7 +638,8 @@ pub fn follow(
     let mut done_at: Option<Instant> = None;
     let mut last_line = Instant::now();
     let mut oops_seen = false;
-    loop {
+    let mut unplugging = BTreeMap::new();
+    let result = loop {
         let alive = guest.qemu.is_running();
         if let Err(e) = guest.console.poll() {
             interp.notes.push(format!("reading the console: {e}"));
@@ -605,15 +655,20 @@ pub fn follow(
         let mut host = RunHost {
             qmp: &mut guest.qmp,
             backends,
+            unplugging: &mut unplugging,
         };
         for line in &lines {
             interp.line(line, &mut host);
+        }
+        if !host.unplugging.is_empty() && alive {
+            let notes = host.poll_deleted();
+            interp.notes.extend(notes);
         }
         if interp.done && done_at.is_none() {
             done_at = Some(Instant::now());
         }
         if !alive {
-            return if interp.done {
+            break if interp.done {
                 "done".to_string()
             } else {
                 format!("qemu exited before the runner finished (see {console_log})")
@@ -622,20 +677,26 @@ pub fn follow(
         if let Some(t) = done_at {
             // The runner powers off right after `done`; give QEMU a moment to exit.
             if t.elapsed() > Duration::from_secs(15) {
-                return "done (QEMU did not exit after power-off)".to_string();
+                break "done (QEMU did not exit after power-off)".to_string();
             }
         }
         if oops_seen && !interp.done && last_line.elapsed() >= SILENCE_AFTER_OOPS {
-            return format!(
+            break format!(
                 "guest silent for {} s after a kernel oops: hung",
                 SILENCE_AFTER_OOPS.as_secs()
             );
         }
         if Instant::now() >= deadline {
-            return format!("timeout after {:?}", opts.run_timeout);
+            break format!("timeout after {:?}", opts.run_timeout);
         }
         thread::sleep(Duration::from_millis(50));
+    };
+    for id in unplugging.keys() {
+        interp.notes.push(format!(
+            "device_del {id}: no DEVICE_DELETED before the run ended"
+        ));
     }
+    result
 }
 
 /// What a finished run gives its caller.
@@ -657,6 +718,9 @@ pub struct Finished {
     pub notes: Vec<String>,
     /// The EEPROM images after the guest stopped, by EEPROM id.
     pub images: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Wall time of each stage in seconds: `backends` (start, lines held), `qemu` (start,
+    /// initramfs, QMP), `guest` (boot to the end of the run), `teardown` (stop, logs).
+    pub stage_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 /// Stage 5: stops QEMU and the backends, judges the pending writes, classifies the console and
@@ -715,6 +779,7 @@ pub fn teardown(
         ktap_problems: crate::ktap::parse(&text).problems(),
         notes,
         images,
+        stage_seconds: Default::default(),
     }
 }
 
@@ -739,8 +804,11 @@ pub fn run(
     opts: &Options,
     dir: &RunDir,
 ) -> Result<Finished, RunError> {
+    let mut clock = Stages::default();
     let mut backends = Backends::start(scenario, opts, dir)?;
+    clock.lap("backends");
     let mut guest = Guest::start(variant, scenario, opts, dir, &backends)?;
+    clock.lap("qemu");
     let mut interp = Interpreter::new(scenario);
     let ended = follow(
         &mut guest,
@@ -749,7 +817,38 @@ pub fn run(
         opts,
         &dir.log_name("console"),
     );
-    Ok(teardown(guest, backends, interp, dir, ended))
+    clock.lap("guest");
+    let mut finished = teardown(guest, backends, interp, dir, ended);
+    clock.lap("teardown");
+    finished.stage_seconds = clock.seconds;
+    Ok(finished)
+}
+
+/// Wall time per stage of a run.
+#[derive(Debug)]
+struct Stages {
+    last: Instant,
+    seconds: std::collections::BTreeMap<String, f64>,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            last: Instant::now(),
+            seconds: Default::default(),
+        }
+    }
+}
+
+impl Stages {
+    /// Ends a stage: the time since the last lap.
+    fn lap(&mut self, stage: &str) {
+        let now = Instant::now();
+        let secs = (now - self.last).as_secs_f64();
+        self.seconds
+            .insert(stage.to_string(), (secs * 100.0).round() / 100.0);
+        self.last = now;
+    }
 }
 
 /// Console text without the runner's dmesg dump, which repeats what the kernel printed live.
