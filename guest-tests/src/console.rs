@@ -44,6 +44,7 @@ pub const RESERVED_MARKERS: &[&str] = &[
     "rmmod-begin",
     "rmmod-end",
     "rewire-begin",
+    "alive",
 ];
 
 /// Whether `name` is one of [`RESERVED_MARKERS`].

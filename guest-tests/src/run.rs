@@ -39,6 +39,28 @@ use crate::variants::Variant;
 /// ended: such a guest is often wedged (the dead task held locks, or died with interrupts off).
 pub const SILENCE_AFTER_OOPS: Duration = Duration::from_secs(20);
 
+/// The runner prints a heartbeat marker every second from a background task. After an oops,
+/// a guest whose heartbeat and console stop for this long is wedged (the oopsed task died
+/// with interrupts off, or holds what everything needs).
+pub const HEARTBEAT_LOST: Duration = Duration::from_secs(6);
+
+/// After an oops, a runner that is alive (heartbeat) but has printed no step, result or
+/// marker for this long, while the kernel has been quiet for [`KERNEL_QUIET`], is stuck
+/// (typically waiting for a device the oops took with it). Without a heartbeat,
+/// [`SILENCE_AFTER_OOPS`] of a silent console ends the run instead.
+pub const NO_PROGRESS_AFTER_OOPS: Duration = Duration::from_secs(10);
+
+/// How long the kernel must have printed nothing before a stuck run is ended, so that a
+/// report still being printed is not cut.
+pub const KERNEL_QUIET: Duration = Duration::from_secs(2);
+
+/// The heartbeat marker.
+pub const HEARTBEAT: &str = "alive";
+
+/// How long QEMU gets to exit after the runner's `done` (it powers off at once; nothing the
+/// run judges comes after `done`).
+pub const EXIT_AFTER_DONE: Duration = Duration::from_secs(3);
+
 /// Where the runner finds its step list in the initramfs.
 pub const STEPS_PATH: &str = "etc/vgn-steps.sh";
 
@@ -637,6 +659,8 @@ pub fn follow(
     let deadline = Instant::now() + opts.run_timeout;
     let mut done_at: Option<Instant> = None;
     let mut last_line = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut last_heartbeat: Option<Instant> = None;
     let mut oops_seen = false;
     let mut unplugging = BTreeMap::new();
     let result = loop {
@@ -646,7 +670,14 @@ pub fn follow(
         }
         let lines: Vec<String> = guest.console.lines()[seen..].to_vec();
         seen += lines.len();
-        if !lines.is_empty() {
+        let heartbeats = lines.iter().filter(|l| is_heartbeat(l)).count();
+        if heartbeats > 0 {
+            last_heartbeat = Some(Instant::now());
+        }
+        if lines.iter().any(|l| is_progress(l)) {
+            last_progress = Instant::now();
+        }
+        if lines.len() > heartbeats {
             last_line = Instant::now();
             if !oops_seen && classify(&lines.join("\n")).fatal() {
                 oops_seen = true;
@@ -676,15 +707,34 @@ pub fn follow(
         }
         if let Some(t) = done_at {
             // The runner powers off right after `done`; give QEMU a moment to exit.
-            if t.elapsed() > Duration::from_secs(15) {
+            if t.elapsed() > EXIT_AFTER_DONE {
                 break "done (QEMU did not exit after power-off)".to_string();
             }
         }
-        if oops_seen && !interp.done && last_line.elapsed() >= SILENCE_AFTER_OOPS {
-            break format!(
-                "guest silent for {} s after a kernel oops: hung",
-                SILENCE_AFTER_OOPS.as_secs()
-            );
+        if oops_seen && !interp.done {
+            if last_heartbeat.is_some_and(|t| t.elapsed() >= HEARTBEAT_LOST)
+                && last_line.elapsed() >= HEARTBEAT_LOST
+            {
+                break format!(
+                    "guest wedged after a kernel oops: no heartbeat for {} s",
+                    HEARTBEAT_LOST.as_secs()
+                );
+            }
+            if last_heartbeat.is_some()
+                && last_progress.elapsed() >= NO_PROGRESS_AFTER_OOPS
+                && last_line.elapsed() >= KERNEL_QUIET
+            {
+                break format!(
+                    "guest stuck after a kernel oops: alive, but no step for {} s",
+                    NO_PROGRESS_AFTER_OOPS.as_secs()
+                );
+            }
+            if last_line.elapsed() >= SILENCE_AFTER_OOPS {
+                break format!(
+                    "guest silent for {} s after a kernel oops: hung",
+                    SILENCE_AFTER_OOPS.as_secs()
+                );
+            }
         }
         if Instant::now() >= deadline {
             break format!("timeout after {:?}", opts.run_timeout);
@@ -697,6 +747,22 @@ pub fn follow(
         ));
     }
     result
+}
+
+/// Whether a console line is the runner's heartbeat.
+fn is_heartbeat(line: &str) -> bool {
+    Marker::parse(line).is_some_and(|m| m.name == HEARTBEAT)
+}
+
+/// Whether a console line is the runner's progress: a marker other than the heartbeat, or a
+/// KTAP line (not a kernel message).
+fn is_progress(line: &str) -> bool {
+    match Marker::parse(line) {
+        Some(m) => m.name != HEARTBEAT,
+        None => ["ok ", "not ok ", "# ", "1..", "KTAP "]
+            .iter()
+            .any(|p| line.starts_with(p)),
+    }
 }
 
 /// What a finished run gives its caller.
@@ -885,6 +951,21 @@ VGN-MARK: done scenario=unbind
         let live = live_console(text);
         assert_eq!(classify(&live).splats.len(), 1);
         assert!(live.contains("VGN-MARK: done"));
+    }
+
+    #[test]
+    fn the_heartbeat_is_told_from_progress() {
+        assert!(is_heartbeat("VGN-MARK: alive"));
+        assert!(is_heartbeat("[   12.5] x VGN-MARK: alive\r"));
+        assert!(!is_heartbeat("VGN-MARK: alive-and-well"));
+        assert!(!is_heartbeat("VGN-MARK: step 3 alive"));
+        assert!(!is_heartbeat("alive"));
+        assert!(crate::console::reserved_marker(HEARTBEAT));
+        assert!(is_progress("VGN-MARK: step 3 wait-replug"));
+        assert!(is_progress("not ok 15 wait-replug # timed out"));
+        assert!(is_progress("# gpio_virtio refcnt 1"));
+        assert!(!is_progress("VGN-MARK: alive"));
+        assert!(!is_progress("[   19.9] clocksource: Long readout interval"));
     }
 
     #[test]
