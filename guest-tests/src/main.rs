@@ -34,9 +34,11 @@ enum Cmd {
     /// Boot each built variant (scenario `boot`, no backends) and check that
     /// the runner starts, passes its checks and powers off.
     Boot(BootArgs),
-    /// The end-to-end reproduction: every variant in every scenario with both
-    /// backends attached; prints a table, writes report.json, a JUnit XML and
-    /// the logs of each run; exits 1 when any run differs from expected.toml.
+    /// The end-to-end reproduction: every variant in every scenario (the files of
+    /// the scenario directory, and --scenario-file); prints a table, writes
+    /// report.json, a JUnit XML and the logs of each run; exits 1 when any run
+    /// differs from expected.toml (a run with no entry there is "observed"), 2 on
+    /// a bad scenario file or option.
     Reproduce(ReproduceArgs),
     /// Guest-side benchmarks: boot a kernel with both backends and time, from guest user
     /// space, GPIO set/get round trips through the GPIO character device and whole-EEPROM
