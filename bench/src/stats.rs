@@ -171,6 +171,24 @@ pub struct RunResult {
     pub max_us: f64,
     /// The backend's cost, with `--pid`.
     pub backend: Option<BackendCost>,
+    /// CPU time of the measuring process itself (all its threads: the frontend side) per
+    /// request, microseconds; 0 if `/proc/self` could not be read.
+    pub frontend_cpu_us_per_request: f64,
+}
+
+impl RunResult {
+    /// Sets the measuring process's CPU time over the run.
+    pub fn with_own_cpu(mut self, seconds: f64) -> RunResult {
+        if self.requests > 0 {
+            self.frontend_cpu_us_per_request = seconds.max(0.0) * 1e6 / to_f64(self.requests);
+        }
+        self
+    }
+}
+
+/// CPU seconds of this process so far (0 if `/proc/self` cannot be read).
+pub fn own_cpu_seconds() -> f64 {
+    ProcSample::read(std::process::id()).map_or(0.0, |s| s.cpu_seconds)
 }
 
 /// What a workload counted, before it becomes a [`RunResult`].
@@ -245,6 +263,7 @@ pub fn result(
         p99_us: t.samples.percentile_us(99),
         max_us: t.samples.max_us(),
         backend,
+        frontend_cpu_us_per_request: 0.0,
     }
 }
 
@@ -293,11 +312,12 @@ mod tests {
         for _ in 0..1000 {
             t.samples.push(Duration::from_micros(10));
         }
-        let r = result("x", 4, 1, t, Duration::from_secs(2), None, None);
+        let r = result("x", 4, 1, t, Duration::from_secs(2), None, None).with_own_cpu(0.5);
         assert_eq!(r.requests_per_second, 500.0);
         assert_eq!(r.requests_per_second_per_connection, 125.0);
         assert_eq!(r.bytes_per_second, 2000.0);
         assert_eq!(r.p50_us, 10.0);
         assert!(r.backend.is_none());
+        assert_eq!(r.frontend_cpu_us_per_request, 500.0);
     }
 }

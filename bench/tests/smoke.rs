@@ -13,7 +13,7 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(10);
 
-fn bench(args: &[&str], json: &Path) -> Value {
+fn bench(args: &[&str], json: &Path) -> (Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_vhost-bench"))
         .args(["--seconds", "0.3", "--warmup-ms", "50", "--json"])
         .arg(json)
@@ -28,7 +28,8 @@ fn bench(args: &[&str], json: &Path) -> Value {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("req/s"), "no table: {stdout}");
-    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+    let report = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (report, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Every run did work, without errors, with ordered percentiles and the backend's cost.
@@ -82,7 +83,7 @@ fn gpio_workloads_against_vhost_gpio() {
     assert!(wait_until(T, || ctl.exists().then_some(())).is_some());
     let pid = g.pid().to_string();
     let json = dir.path().join("gpio.json");
-    let report = bench(
+    let (report, stderr) = bench(
         &[
             "--pid",
             &pid,
@@ -102,6 +103,17 @@ fn gpio_workloads_against_vhost_gpio() {
         1,
     );
     assert_eq!(report["runs"][1]["depth"].as_u64(), Some(64));
+    // The probe read the config, GET_NAMES (one name per line) and each GET_DIRECTION.
+    let probe = stderr
+        .lines()
+        .find(|l| l.starts_with("gpio device: "))
+        .unwrap_or_else(|| panic!("no probe line: {stderr}"));
+    assert!(
+        probe.starts_with("gpio device: 4 lines, names ["),
+        "{probe}"
+    );
+    assert_eq!(probe.matches('"').count(), 8, "{probe}");
+    assert!(probe.ends_with("directions [0, 0, 0, 0]"), "{probe}");
 }
 
 #[test]
@@ -120,7 +132,7 @@ fn i2c_workloads_against_vhost_i2c_eeprom_on_two_sockets() {
     let g = ChildGuard::spawn(cmd).unwrap();
     let pid = g.pid().to_string();
     let json = dir.path().join("i2c.json");
-    let report = bench(
+    let (report, _) = bench(
         &[
             "--pid",
             &pid,
