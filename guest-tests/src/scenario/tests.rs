@@ -124,7 +124,9 @@ fn the_guest_script_is_valid_shell_for_the_runner() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/init")).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut files = load_dir(&dir).unwrap();
-    files.push(Scenario::load(&dir.join("examples/unbind-then-unplug.toml")).unwrap());
+    for ex in ["unbind-then-unplug", "kill-gpio-backend"] {
+        files.push(Scenario::load(&dir.join(format!("examples/{ex}.toml"))).unwrap());
+    }
     for s in files {
         for line in s.guest_script().lines().filter(|l| l.starts_with("step ")) {
             let helper = line.split(' ').nth(3).unwrap().trim_matches('\'');
@@ -158,9 +160,17 @@ fn the_repository_scenarios_parse() {
     }
     assert_eq!(all.iter().filter(|s| s.kind == FileKind::Bench).count(), 1);
     assert_eq!(all.iter().filter(|s| s.kind == FileKind::Boot).count(), 1);
-    let ex = Scenario::load(&dir.join("examples/unbind-then-unplug.toml")).unwrap();
-    assert_eq!(ex.name, "unbind-then-unplug");
-    assert!(!names.contains(&"unbind-then-unplug"));
+    for (file, name) in [
+        ("examples/unbind-then-unplug.toml", "unbind-then-unplug"),
+        ("examples/kill-gpio-backend.toml", "kill-gpio-backend"),
+    ] {
+        let ex = Scenario::load(&dir.join(file)).unwrap();
+        assert_eq!(ex.name, name);
+        assert!(
+            !names.contains(&name),
+            "{name} is an example, not in the matrix"
+        );
+    }
 }
 
 #[test]
