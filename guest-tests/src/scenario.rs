@@ -1605,12 +1605,15 @@ impl<'a> Interpreter<'a> {
                     self.pending_writes.insert(o.to_string());
                 }
             }
-            "write-end" => {
-                if let Some(o) = m.field("observe") {
-                    let refused = m.field("status") == Some("refused");
-                    self.judge_write(o, refused, host);
-                }
-            }
+            "write-end" => match (m.field("observe"), m.field("status")) {
+                // The write call did not return in time: no answer from the kernel yet;
+                // judged on the image when the run ends.
+                (Some(o), Some("timeout")) => self.notes.push(format!(
+                    "the write for '{o}' did not return within the guest's bound"
+                )),
+                (Some(o), status) => self.judge_write(o, status == Some("refused"), host),
+                (None, _) => {}
+            },
             "observe" => match (m.field("name"), m.field("value")) {
                 (Some(n), Some(v)) => self.result(n, v),
                 _ => self

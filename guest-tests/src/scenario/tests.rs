@@ -403,6 +403,18 @@ fn writes_are_judged_on_the_image_once() {
     );
     assert_eq!(it.observations.write("first"), WriteOutcome::Refused);
 
+    // A write call that did not return in time is no answer: judged at the end.
+    let mut it = Interpreter::new(&s);
+    it.line("VGN-MARK: write-begin observe=first", &mut host);
+    it.line(
+        "VGN-MARK: write-end observe=first status=timeout",
+        &mut host,
+    );
+    assert_eq!(it.observations.write("first"), WriteOutcome::NotApplicable);
+    assert_eq!(it.notes.len(), 1, "{:?}", it.notes);
+    it.finish(&host);
+    assert_eq!(it.observations.write("first"), WriteOutcome::Landed);
+
     // A write the guest never finished (it died in it) is judged at the end.
     let mut it = Interpreter::new(&s);
     it.line("VGN-MARK: write-begin observe=first", &mut host);
