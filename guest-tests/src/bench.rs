@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
-//! Guest-side benchmarks: boot a kernel variant with both backends in scenario `bench`, where
+//! Guest-side benchmarks: boot a kernel variant with both backends in a bench scenario file
+//! (`kind = "bench"`, `guest-tests/scenarios/bench.toml`), where
 //! the guest times, from user space, GPIO set/get round trips through the GPIO character
 //! device and whole-EEPROM nvmem reads and writes (`gpio-tool bench`), once per write cycle
 //! time of the emulated 24c32. The harness collects the guest's `bench` markers, checks that
@@ -16,7 +17,8 @@ use gpio_tool::bench::fnv64;
 use serde::Serialize;
 
 use crate::console::Marker;
-use crate::reproduce::{self, Options};
+use crate::run::{self, Options, RunDir};
+use crate::scenario::{Action, Scenario};
 use crate::variants::Variant;
 
 /// One figure the guest reported (a `bench` marker).
@@ -153,48 +155,69 @@ pub fn judge(
     }
 }
 
-/// Boots `variant` once in scenario `bench` with the 24c32's write cycle at `twr_us`.
-pub fn bench_one(variant: &Variant, twr_us: u32, opts: &Options) -> BenchRun {
+/// The EEPROM whose image must hold the guest's last write: the one of the scenario's first
+/// `bench-nvmem` write step (else its first EEPROM).
+fn written_eeprom(scenario: &Scenario) -> Option<&str> {
+    scenario
+        .steps
+        .iter()
+        .find_map(|s| match &s.action {
+            Action::BenchNvmem {
+                eeprom,
+                write: true,
+            } => Some(eeprom.as_str()),
+            _ => None,
+        })
+        .or_else(|| scenario.devices.eeproms.first().map(|e| e.id.as_str()))
+}
+
+/// Boots `variant` once in the bench scenario with its first EEPROM's write cycle at `twr_us`.
+pub fn bench_one(variant: &Variant, scenario: &Scenario, twr_us: u32, opts: &Options) -> BenchRun {
     let start = Instant::now();
     let mut opts = opts.clone();
     opts.twr_us = Some(twr_us);
-    let stem = format!("{}--bench-twr{twr_us}", variant.name);
-    let console_name = format!("{stem}.console.log");
-    let mut report = crate::report::RunReport::new(&variant.name, "bench", &console_name);
+    let stem = format!("{}--{}-twr{twr_us}", variant.name, scenario.name);
     let mut run = BenchRun {
         kernel: variant.name.clone(),
         twr_us,
         ..BenchRun::default()
     };
-    match reproduce::drive(variant, "bench", &opts, &stem, &mut report) {
-        Ok((findings, progress)) => {
-            run.splats = findings.splats.len();
-            run.ended = report.ended.clone();
-            if !progress.done {
+    match RunDir::new(&opts.out_dir, &stem).and_then(|dir| run::run(variant, scenario, &opts, &dir))
+    {
+        Ok(f) => {
+            run.qemu = f.qemu;
+            run.splats = f.observations.console.splats.len();
+            run.ended = f.ended;
+            if !f.done {
                 run.problems
                     .push(format!("the runner did not finish: {}", run.ended));
             }
-            run.problems.extend(progress.notes.iter().cloned());
+            run.problems.extend(f.notes.iter().cloned());
+            let image = written_eeprom(scenario).and_then(|id| f.images.get(id));
             judge(
                 &mut run,
-                &progress.bench,
-                progress.image_at50.as_deref(),
-                &progress.ktap_problems,
+                &f.markers,
+                image.map(Vec::as_slice),
+                &f.ktap_problems,
             );
         }
         Err(e) => {
-            run.ended = format!("harness error: {e}");
+            run.ended = format!("harness error: {}", crate::error_chain(&e));
             run.problems.push(run.ended.clone());
         }
     }
-    run.qemu = report.qemu;
     run.seconds = start.elapsed().as_secs_f64();
     run
 }
 
 /// Runs every (variant, tWR) pair one after the other (a benchmark has the machine to
 /// itself), with progress on stderr.
-pub fn run_all(variants: &[Variant], twr_us: &[u32], opts: &Options) -> Vec<BenchRun> {
+pub fn run_all(
+    variants: &[Variant],
+    scenario: &Scenario,
+    twr_us: &[u32],
+    opts: &Options,
+) -> Vec<BenchRun> {
     let total = variants.len() * twr_us.len();
     let mut out = Vec::with_capacity(total);
     for v in variants {
@@ -204,7 +227,7 @@ pub fn run_all(variants: &[Variant], twr_us: &[u32], opts: &Options) -> Vec<Benc
                 out.len() + 1,
                 v.name
             );
-            let r = bench_one(v, t, opts);
+            let r = bench_one(v, scenario, t, opts);
             eprintln!(
                 "[bench] {}/{total} {} tWR {t} us: {} in {:.0} s{}",
                 out.len() + 1,

@@ -17,6 +17,41 @@ pub const RUNNER_START: &str = "runner-start";
 /// The marker the runner prints before powering off.
 pub const DONE: &str = "done";
 
+/// Markers the runner prints itself (or the harness reads as results): a scenario's own marks
+/// must not use these names.
+pub const RESERVED_MARKERS: &[&str] = &[
+    RUNNER_START,
+    DONE,
+    "plan",
+    "step",
+    "observe",
+    "write-begin",
+    "write-end",
+    "dmesg-begin",
+    "dmesg-end",
+    "bench",
+    "gpiochip",
+    "wired",
+    "rewired",
+    "nvmem",
+    "refcnt",
+    "irq-event",
+    "irq-count",
+    "irq-requested",
+    "gone",
+    "line-is",
+    "read-back",
+    "rmmod-begin",
+    "rmmod-end",
+    "rewire-begin",
+    "alive",
+];
+
+/// Whether `name` is one of [`RESERVED_MARKERS`].
+pub fn reserved_marker(name: &str) -> bool {
+    RESERVED_MARKERS.contains(&name)
+}
+
 /// How often the console file is polled.
 const POLL: Duration = Duration::from_millis(50);
 

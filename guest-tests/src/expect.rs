@@ -8,17 +8,20 @@
 //! expected caller; the same module refcount; the same EEPROM outcomes. A field the entry
 //! leaves out is not judged (the informational gpiolib lines, typically).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Splat;
+use crate::observe::{Kind, Observations, Value, WriteOutcome};
+use crate::scenario::Scenario;
 
 /// Errors reading the expectations file.
 #[derive(Debug, thiserror::Error)]
 pub enum ExpectError {
     /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The file.
         path: String,
@@ -26,14 +29,25 @@ pub enum ExpectError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid.
-    #[error("parsing {path}: {source}")]
+    /// The file is not valid TOML or an entry lacks a field (the message has the line).
+    #[error("{path}: {message}")]
     Parse {
         /// The file.
         path: String,
-        /// The error.
-        #[source]
-        source: toml::de::Error,
+        /// What the TOML reader said.
+        message: String,
+    },
+    /// An entry names a result its scenario does not observe, or gives it the wrong kind.
+    #[error("{path}: kernel {kernel}, scenario {scenario}: {message}")]
+    Result {
+        /// The file.
+        path: String,
+        /// Kernel variant.
+        kernel: String,
+        /// Scenario.
+        scenario: String,
+        /// What is wrong.
+        message: String,
     },
     /// Two entries for one run.
     #[error("{path}: two entries for kernel {kernel}, scenario {scenario}")]
@@ -45,29 +59,6 @@ pub enum ExpectError {
         /// Scenario.
         scenario: String,
     },
-}
-
-/// What became of a write through nvmem, judged on the host's image file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WriteOutcome {
-    /// The bytes are in the image.
-    Landed,
-    /// The image did not change.
-    Blocked,
-    /// The scenario makes no such write.
-    #[serde(rename = "n/a")]
-    NotApplicable,
-}
-
-impl std::fmt::Display for WriteOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WriteOutcome::Landed => "landed",
-            WriteOutcome::Blocked => "blocked",
-            WriteOutcome::NotApplicable => "n/a",
-        })
-    }
 }
 
 /// One expected kernel report.
@@ -116,7 +107,6 @@ impl ExpectedSplat {
 
 /// The expected outcome of one kernel variant in one scenario.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Expectation {
     /// Kernel variant, e.g. `6.1-baseline`.
     pub kernel: String,
@@ -125,31 +115,6 @@ pub struct Expectation {
     /// Kernel reports, in console order.
     #[serde(default)]
     pub splats: Vec<ExpectedSplat>,
-    /// gpio_virtio's module refcount after the last put, or `"absent"` where the guest
-    /// cannot print it (it hangs or dies first).
-    pub gpio_virtio_refcnt: ExpectedRefcnt,
-    /// The write before any unplug.
-    pub eeprom_write: WriteOutcome,
-    /// The write after the gpio device is unplugged.
-    pub eeprom_write_after_unplug: WriteOutcome,
-    /// The write after replug, rewiring and re-probe.
-    #[serde(default = "not_applicable")]
-    pub eeprom_write_after_replug: WriteOutcome,
-    /// Whether the guest saw the GPIO edge (irq scenario).
-    #[serde(default)]
-    pub irq_seen: Option<bool>,
-    /// The write to the 24c02 at 0x51 (eeprom scenario).
-    #[serde(default = "not_applicable")]
-    pub eeprom2_write: WriteOutcome,
-    /// The write while the host asserts WP (eeprom scenario).
-    #[serde(default = "not_applicable")]
-    pub eeprom_write_wp_asserted: WriteOutcome,
-    /// Addresses i2cdetect finds before binding (judged only if given).
-    #[serde(default)]
-    pub i2cdetect: Option<String>,
-    /// The line names the guest sees on the gpio chip (judged only if given).
-    #[serde(default)]
-    pub gpio_lines: Option<String>,
     /// Informational: "REMOVING GPIOCHIP WITH GPIOS STILL REQUESTED" printed (judged only if given).
     #[serde(default)]
     pub still_requested: Option<bool>,
@@ -158,16 +123,49 @@ pub struct Expectation {
     pub backing_chip_gone: Option<u32>,
     /// The reasoning behind this entry, with every correction of a prediction.
     pub why: String,
+    /// The scenario's named results (`eeprom_write = "landed"`, `gpio_virtio_refcnt = 0`):
+    /// every other key of the entry. Checked against the scenario's declarations by
+    /// [`Expectations::check`].
+    #[serde(flatten)]
+    pub results: BTreeMap<String, Expected>,
 }
 
-/// An expected refcount: a number, or `"absent"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An expected result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum ExpectedRefcnt {
-    /// This value.
-    Value(i64),
-    /// The guest never prints it.
+pub enum Expected {
+    /// A write outcome: `landed`, `blocked`, `refused` or `n/a`.
+    Write(WriteOutcome),
+    /// The guest never prints it (it hangs or dies first).
     Absent(Absent),
+    /// Yes or no.
+    Bool(bool),
+    /// A number.
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+impl Expected {
+    fn fits(&self, kind: Kind) -> bool {
+        match self {
+            Expected::Write(_) => kind == Kind::Write,
+            Expected::Absent(_) => kind != Kind::Write,
+            Expected::Bool(_) => kind == Kind::Bool,
+            Expected::Int(_) => kind == Kind::Int,
+            Expected::Text(_) => kind == Kind::Text,
+        }
+    }
+
+    fn value(&self) -> Option<Value> {
+        match self {
+            Expected::Write(w) => Some(Value::Write(*w)),
+            Expected::Absent(_) => None,
+            Expected::Bool(b) => Some(Value::Bool(*b)),
+            Expected::Int(n) => Some(Value::Int(*n)),
+            Expected::Text(t) => Some(Value::Text(t.clone())),
+        }
+    }
 }
 
 /// The word `absent`.
@@ -178,130 +176,68 @@ pub enum Absent {
     Absent,
 }
 
-impl ExpectedRefcnt {
-    fn as_option(self) -> Option<i64> {
-        match self {
-            ExpectedRefcnt::Value(n) => Some(n),
-            ExpectedRefcnt::Absent(_) => None,
-        }
-    }
-}
-
-fn not_applicable() -> WriteOutcome {
-    WriteOutcome::NotApplicable
-}
-
-/// What a run produced, in the terms of an [`Expectation`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observed<'a> {
-    /// Kernel reports.
-    pub splats: &'a [Splat],
-    /// Refcount, if the guest printed it.
-    pub gpio_virtio_refcnt: Option<i64>,
-    /// First write.
-    pub eeprom_write: WriteOutcome,
-    /// Write after unplug.
-    pub eeprom_write_after_unplug: WriteOutcome,
-    /// Write after replug.
-    pub eeprom_write_after_replug: WriteOutcome,
-    /// Edge seen by the guest, if the scenario waits for one.
-    pub irq_seen: Option<bool>,
-    /// Informational line seen.
-    pub still_requested: bool,
-    /// Informational line count.
-    pub backing_chip_gone: u32,
-    /// Write to the second EEPROM.
-    pub eeprom2_write: WriteOutcome,
-    /// Write while WP is asserted by the host.
-    pub eeprom_write_wp_asserted: WriteOutcome,
-    /// What i2cdetect found.
-    pub i2cdetect: Option<&'a str>,
-    /// The gpio line names the guest saw.
-    pub gpio_lines: Option<&'a str>,
-}
-
 impl Expectation {
-    /// Every way `obs` differs from this entry; empty if the run is as expected.
-    pub fn compare(&self, obs: &Observed) -> Vec<String> {
+    /// Every way `obs` differs from this entry; empty if the run is as expected. Every write
+    /// is judged (one the entry leaves out must be `n/a`); other results only where given.
+    pub fn compare(&self, obs: &Observations) -> Vec<String> {
         let mut out = Vec::new();
-        if obs.splats.len() != self.splats.len() {
+        let splats = &obs.console.splats;
+        if splats.len() != self.splats.len() {
             out.push(format!(
                 "{} kernel report(s) instead of {}: [{}]",
-                obs.splats.len(),
+                splats.len(),
                 self.splats.len(),
-                obs.splats
+                splats
                     .iter()
                     .map(|s| format!("{} in {} at {}", s.kind, s.function, s.location))
                     .collect::<Vec<_>>()
                     .join("; ")
             ));
         } else {
-            for (i, (e, a)) in self.splats.iter().zip(obs.splats).enumerate() {
+            for (i, (e, a)) in self.splats.iter().zip(splats).enumerate() {
                 if let Some(why) = e.mismatch(a) {
                     out.push(format!("report {}: {why}", i + 1));
                 }
             }
         }
-        match (obs.gpio_virtio_refcnt, self.gpio_virtio_refcnt.as_option()) {
-            (Some(n), Some(want)) if n == want => {}
-            (None, None) => {}
-            (Some(n), Some(want)) => out.push(format!("gpio_virtio refcnt {n} instead of {want}")),
-            (Some(n), None) => out.push(format!(
-                "gpio_virtio refcnt printed ({n}), expected the guest not to get that far"
-            )),
-            (None, Some(_)) => out.push("the guest never printed gpio_virtio's refcnt".into()),
-        }
-        let mut write = |what: &str, got: WriteOutcome, want: WriteOutcome| {
-            if got != want {
-                out.push(format!("{what}: {got} instead of {want}"));
+        for (name, want) in &self.results {
+            let got = obs.get(name);
+            match (want.value(), got) {
+                (Some(Value::Write(w)), _) => {
+                    let got = obs.write(name);
+                    if got != w {
+                        out.push(format!("{name}: {got} instead of {w}"));
+                    }
+                }
+                (None, None) => {}
+                (Some(w), Some(g)) if &w == g => {}
+                (Some(w), Some(g)) => out.push(format!("{name}: {g} instead of {w}")),
+                (None, Some(g)) => out.push(format!(
+                    "{name}: printed ({g}), expected the guest not to get that far"
+                )),
+                (Some(w), None) => out.push(format!("{name}: never printed, expected {w}")),
             }
-        };
-        write("EEPROM write", obs.eeprom_write, self.eeprom_write);
-        write(
-            "EEPROM write after unplug",
-            obs.eeprom_write_after_unplug,
-            self.eeprom_write_after_unplug,
-        );
-        write(
-            "EEPROM write after replug",
-            obs.eeprom_write_after_replug,
-            self.eeprom_write_after_replug,
-        );
-        write("write to the 24c02", obs.eeprom2_write, self.eeprom2_write);
-        write(
-            "EEPROM write with WP asserted",
-            obs.eeprom_write_wp_asserted,
-            self.eeprom_write_wp_asserted,
-        );
-        for (what, want, got) in [
-            ("i2cdetect found", &self.i2cdetect, obs.i2cdetect),
-            ("gpio line names", &self.gpio_lines, obs.gpio_lines),
-        ] {
-            if let Some(want) = want {
-                if got != Some(want.as_str()) {
-                    out.push(format!("{what}: {got:?} instead of {want:?}"));
+        }
+        for (name, got) in &obs.results {
+            if let Some(Value::Write(g)) = got {
+                if *g != WriteOutcome::NotApplicable && !self.results.contains_key(name) {
+                    out.push(format!("{name}: {g} instead of n/a"));
                 }
             }
         }
-        if self.irq_seen.is_some() && obs.irq_seen != self.irq_seen {
-            out.push(format!(
-                "GPIO edge seen: {:?} instead of {:?}",
-                obs.irq_seen, self.irq_seen
-            ));
-        }
         if let Some(want) = self.still_requested {
-            if obs.still_requested != want {
+            if obs.console.still_requested != want {
                 out.push(format!(
                     "STILL REQUESTED printed: {} instead of {want}",
-                    obs.still_requested
+                    obs.console.still_requested
                 ));
             }
         }
         if let Some(want) = self.backing_chip_gone {
-            if obs.backing_chip_gone != want {
+            if obs.console.backing_chip_gone != want {
                 out.push(format!(
                     "{} 'backing chip is gone' instead of {want}",
-                    obs.backing_chip_gone
+                    obs.console.backing_chip_gone
                 ));
             }
         }
@@ -319,14 +255,15 @@ struct File {
 #[derive(Clone, Debug)]
 pub struct Expectations {
     entries: Vec<Expectation>,
+    path: String,
 }
 
 impl Expectations {
     /// Parses TOML text; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Expectations, ExpectError> {
-        let file: File = toml::from_str(text).map_err(|source| ExpectError::Parse {
+        let file: File = toml::from_str(text).map_err(|e| ExpectError::Parse {
             path: path.to_string(),
-            source,
+            message: e.to_string().trim_end().to_string(),
         })?;
         let mut seen = std::collections::HashSet::new();
         for e in &file.run {
@@ -338,7 +275,46 @@ impl Expectations {
                 });
             }
         }
-        Ok(Expectations { entries: file.run })
+        Ok(Expectations {
+            entries: file.run,
+            path: path.to_string(),
+        })
+    }
+
+    /// Checks every entry of a known scenario against it: each result the entry names must be
+    /// one the scenario observes, of the same kind (`"absent"` fits any result but a write).
+    pub fn check(&self, scenarios: &[Scenario]) -> Result<(), ExpectError> {
+        for e in &self.entries {
+            let Some(s) = scenarios.iter().find(|s| s.name == e.scenario) else {
+                continue;
+            };
+            let declared = s.results();
+            for (name, want) in &e.results {
+                let err = |message: String| ExpectError::Result {
+                    path: self.path.clone(),
+                    kernel: e.kernel.clone(),
+                    scenario: e.scenario.clone(),
+                    message,
+                };
+                match declared.iter().find(|(n, _)| n == name) {
+                    None => {
+                        return Err(err(format!(
+                            "'{name}' is not a result of the scenario (it observes: {})",
+                            declared
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )))
+                    }
+                    Some((_, kind)) if !want.fits(*kind) => {
+                        return Err(err(format!("'{name}' is a {kind:?} result, not {want:?}")))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads and parses a file.
@@ -363,26 +339,6 @@ impl Expectations {
     }
 }
 
-/// The kernel variants the reproduction runs.
-pub const KERNELS: [&str; 5] = [
-    "6.1-baseline",
-    "6.1-kref",
-    "6.1-kref-numbfix",
-    "6.12-baseline",
-    "6.12-kref",
-];
-
-/// The scenarios the reproduction runs.
-pub const SCENARIOS: [&str; 7] = [
-    "stock-unbind",
-    "unbind",
-    "unplug-then-unbind",
-    "stock-unplug",
-    "replug",
-    "irq",
-    "eeprom",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,43 +360,49 @@ scenario = "unbind"
 splats = [{ kind = "warning", file = "drivers/gpio/gpiolib.c", via = "release_nodes" }]
 gpio_virtio_refcnt = 0
 eeprom_write = "landed"
-eeprom_write_after_unplug = "n/a"
 why = "the 2020 double put"
 "#;
 
-    fn observed(splats: &[Splat]) -> Observed<'_> {
-        Observed {
-            splats,
-            gpio_virtio_refcnt: Some(0),
-            eeprom_write: WriteOutcome::Landed,
-            eeprom_write_after_unplug: WriteOutcome::NotApplicable,
-            eeprom_write_after_replug: WriteOutcome::NotApplicable,
-            irq_seen: None,
-            still_requested: false,
-            backing_chip_gone: 0,
-            eeprom2_write: WriteOutcome::NotApplicable,
-            eeprom_write_wp_asserted: WriteOutcome::NotApplicable,
-            i2cdetect: None,
-            gpio_lines: None,
-        }
+    fn observed(splats: &[Splat]) -> Observations {
+        let mut o = Observations::default();
+        o.declare(&[
+            ("eeprom_write".into(), Kind::Write),
+            ("eeprom_write_after_unplug".into(), Kind::Write),
+            ("gpio_virtio_refcnt".into(), Kind::Int),
+            ("irq_seen".into(), Kind::Bool),
+            ("i2cdetect".into(), Kind::Text),
+        ]);
+        o.console.splats = splats.to_vec();
+        o.set("gpio_virtio_refcnt", Some(Value::Int(0)));
+        o.set("eeprom_write", Some(Value::Write(WriteOutcome::Landed)));
+        o
+    }
+
+    fn entry(text: &str) -> Expectation {
+        Expectations::parse(text, "t")
+            .unwrap()
+            .get("6.1-baseline", "unbind")
+            .unwrap()
+            .clone()
+    }
+
+    fn the_warning() -> [Splat; 1] {
+        [warning(
+            "gpiod_put",
+            "drivers/gpio/gpiolib.c",
+            &["release_nodes"],
+        )]
     }
 
     #[test]
     fn a_matching_run_is_expected() {
-        let e = Expectations::parse(ONE, "t").unwrap();
-        let entry = e.get("6.1-baseline", "unbind").unwrap();
-        let splats = [warning(
-            "gpiod_put",
-            "drivers/gpio/gpiolib.c",
-            &["release_nodes"],
-        )];
-        assert_eq!(entry.compare(&observed(&splats)), Vec::<String>::new());
+        let splats = the_warning();
+        assert_eq!(entry(ONE).compare(&observed(&splats)), Vec::<String>::new());
     }
 
     #[test]
     fn every_difference_is_named() {
-        let e = Expectations::parse(ONE, "t").unwrap();
-        let entry = e.get("6.1-baseline", "unbind").unwrap();
+        let entry = entry(ONE);
         // No report at all.
         let d = entry.compare(&observed(&[]));
         assert_eq!(d.len(), 1);
@@ -455,81 +417,71 @@ why = "the 2020 double put"
         )];
         assert!(entry.compare(&observed(&splats))[0].contains("release_nodes not in"));
         // Refcount and write outcomes.
-        let splats = [warning(
-            "gpiod_put",
-            "drivers/gpio/gpiolib.c",
-            &["release_nodes"],
-        )];
+        let splats = the_warning();
         let mut o = observed(&splats);
-        o.gpio_virtio_refcnt = Some(-1);
-        o.eeprom_write = WriteOutcome::Blocked;
+        o.set("gpio_virtio_refcnt", Some(Value::Int(-1)));
+        o.set("eeprom_write", Some(Value::Write(WriteOutcome::Refused)));
         let d = entry.compare(&o);
         assert_eq!(d.len(), 2, "{d:?}");
-        o.gpio_virtio_refcnt = None;
-        assert!(entry.compare(&o)[0].contains("never printed"));
+        assert!(d.contains(&"gpio_virtio_refcnt: -1 instead of 0".to_string()));
+        assert!(d.contains(&"eeprom_write: refused instead of landed".to_string()));
+        o.set("gpio_virtio_refcnt", None);
+        assert!(entry
+            .compare(&o)
+            .contains(&"gpio_virtio_refcnt: never printed, expected 0".to_string()));
+    }
+
+    #[test]
+    fn a_write_the_entry_leaves_out_must_not_happen() {
+        let splats = the_warning();
+        let mut o = observed(&splats);
+        o.set(
+            "eeprom_write_after_unplug",
+            Some(Value::Write(WriteOutcome::Blocked)),
+        );
+        assert_eq!(
+            entry(ONE).compare(&o),
+            ["eeprom_write_after_unplug: blocked instead of n/a"]
+        );
     }
 
     #[test]
     fn an_absent_refcount_must_be_absent() {
         let text = ONE.replace("gpio_virtio_refcnt = 0", "gpio_virtio_refcnt = \"absent\"");
-        let e = Expectations::parse(&text, "t").unwrap();
-        let entry = e.get("6.1-baseline", "unbind").unwrap();
-        let splats = [warning(
-            "gpiod_put",
-            "drivers/gpio/gpiolib.c",
-            &["release_nodes"],
-        )];
+        let entry = entry(&text);
+        let splats = the_warning();
         let mut o = observed(&splats);
-        o.gpio_virtio_refcnt = None;
+        o.set("gpio_virtio_refcnt", None);
         assert!(entry.compare(&o).is_empty());
-        o.gpio_virtio_refcnt = Some(0);
+        o.set("gpio_virtio_refcnt", Some(Value::Int(0)));
         assert_eq!(entry.compare(&o).len(), 1);
-        assert!(Expectations::parse(&ONE.replace("= 0\n", "= \"gone\"\n"), "t").is_err());
     }
 
     #[test]
-    fn eeprom_scenario_fields_are_compared() {
-        let text = ONE.replace(
-            "why =",
-            "eeprom2_write = \"landed\"\neeprom_write_wp_asserted = \"blocked\"\ni2cdetect = \"50,51\"\ngpio_lines = \"wp,led,irq\"\nwhy =",
-        );
-        let e = Expectations::parse(&text, "t").unwrap();
-        let entry = e.get("6.1-baseline", "unbind").unwrap();
-        let splats = [warning(
-            "gpiod_put",
-            "drivers/gpio/gpiolib.c",
-            &["release_nodes"],
-        )];
+    fn text_and_bool_results_are_compared_where_given() {
+        let text = ONE.replace("why =", "i2cdetect = \"50,51\"\nirq_seen = true\nwhy =");
+        let entry = entry(&text);
+        let splats = the_warning();
         let mut o = observed(&splats);
-        o.eeprom2_write = WriteOutcome::Landed;
-        o.eeprom_write_wp_asserted = WriteOutcome::Blocked;
-        o.i2cdetect = Some("50,51");
-        o.gpio_lines = Some("wp,led,irq");
+        o.set("i2cdetect", Some(Value::Text("50,51".into())));
+        o.set("irq_seen", Some(Value::Bool(true)));
         assert!(entry.compare(&o).is_empty());
-        o.i2cdetect = Some("50");
-        o.eeprom_write_wp_asserted = WriteOutcome::Landed;
+        o.set("i2cdetect", Some(Value::Text("50".into())));
+        o.set("irq_seen", Some(Value::Bool(false)));
         let d = entry.compare(&o);
         assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d.iter().any(|m| m.contains("i2cdetect found")));
-        assert!(d
-            .iter()
-            .any(|m| m.contains("WP asserted: landed instead of blocked")));
+        assert!(d.iter().any(|m| m == "i2cdetect: 50 instead of 50,51"));
+        assert!(d.iter().any(|m| m == "irq_seen: false instead of true"));
     }
 
     #[test]
     fn informational_fields_are_judged_only_when_given() {
-        let e = Expectations::parse(ONE, "t").unwrap();
-        let entry = e.get("6.1-baseline", "unbind").unwrap();
-        let splats = [warning(
-            "gpiod_put",
-            "drivers/gpio/gpiolib.c",
-            &["release_nodes"],
-        )];
+        let splats = the_warning();
         let mut o = observed(&splats);
-        o.still_requested = true;
-        o.backing_chip_gone = 2;
+        o.console.still_requested = true;
+        o.console.backing_chip_gone = 2;
+        let mut entry = entry(ONE);
         assert!(entry.compare(&o).is_empty());
-        let mut entry = entry.clone();
         entry.backing_chip_gone = Some(1);
         assert_eq!(entry.compare(&o).len(), 1);
     }
@@ -541,24 +493,53 @@ why = "the 2020 double put"
             Expectations::parse(&dup, "t"),
             Err(ExpectError::Duplicate { .. })
         ));
-        let unknown = ONE.replace("why =", "whence = 1\nwhy =");
+        let no_why = ONE.replace("why = \"the 2020 double put\"", "");
+        let e = Expectations::parse(&no_why, "t").unwrap_err();
+        assert!(e.to_string().contains("why"), "{e}");
+        let bad_splat = ONE.replace("via =", "vai =");
         assert!(matches!(
-            Expectations::parse(&unknown, "t"),
+            Expectations::parse(&bad_splat, "t"),
             Err(ExpectError::Parse { .. })
         ));
-        let bad_outcome = ONE.replace("\"landed\"", "\"maybe\"");
-        assert!(Expectations::parse(&bad_outcome, "t").is_err());
     }
 
     #[test]
-    fn the_repository_file_parses_and_covers_every_run() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("expected.toml");
-        let e = Expectations::load(&path).unwrap();
-        for k in crate::expect::KERNELS {
-            for s in crate::expect::SCENARIOS {
-                assert!(e.get(k, s).is_some(), "no expectation for {k} {s}");
+    fn entries_are_checked_against_their_scenario() {
+        let scenarios =
+            crate::scenario::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"))
+                .unwrap();
+        let good = Expectations::parse(ONE, "t").unwrap();
+        good.check(&scenarios).unwrap();
+        let typo =
+            Expectations::parse(&ONE.replace("eeprom_write =", "eprom_write ="), "t").unwrap();
+        let e = typo.check(&scenarios).unwrap_err().to_string();
+        assert!(
+            e.contains("'eprom_write' is not a result of the scenario"),
+            "{e}"
+        );
+        let kind = Expectations::parse(&ONE.replace("= \"landed\"", "= 3"), "t").unwrap();
+        let e = kind.check(&scenarios).unwrap_err().to_string();
+        assert!(e.contains("'eeprom_write' is a Write result"), "{e}");
+    }
+
+    #[test]
+    fn the_repository_file_covers_every_variant_and_scenario() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let e = Expectations::load(&root.join("expected.toml")).unwrap();
+        let scenarios = crate::scenario::load_dir(&root.join("scenarios")).unwrap();
+        e.check(&scenarios).unwrap();
+        let variants = crate::variants::Conf::load(&root.join("kernel/variants.conf")).unwrap();
+        for k in variants.names() {
+            for s in scenarios
+                .iter()
+                .filter(|s| s.kind == crate::scenario::FileKind::Reproduce)
+            {
+                assert!(
+                    e.get(k, &s.name).is_some(),
+                    "no expectation for {k} {}",
+                    s.name
+                );
             }
         }
-        assert_eq!(e.all().len(), KERNELS.len() * SCENARIOS.len());
     }
 }

@@ -9,19 +9,39 @@
 //! - [`console`]: following the serial console file, `VGN-MARK:` markers.
 //! - [`ktap`]: parsing the runner's KTAP output.
 //! - [`classify`]: kernel reports and gpiolib lines on the console.
+//! - [`scenario`]: scenario files (`guest-tests/scenarios/*.toml`), the guest's step list,
+//!   and the interpreter that answers the guest's marks and collects results.
+//! - [`observe`]: what a run observed, one type for progress, report and expectation.
 //! - [`expect`]: the expected outcomes (`expected.toml`) and the comparison.
 //! - [`qmp`]: hot-unplug and replug through QMP.
-//! - [`reproduce`]: one run end to end (backends, QEMU, markers, judgement).
+//! - [`run`]: one run in stages (run dir, backends, guest, follow the console, teardown).
+//! - [`reproduce`]: the matrix of kernel variants and scenarios, judged.
 //! - [`report`]: JSON, JUnit XML and the table.
 //! - [`bench`]: guest-side benchmarks (GPIO round trips, nvmem throughput).
+//! - [`boot`]: the boot check.
 
 pub mod bench;
+pub mod boot;
 pub mod classify;
 pub mod console;
 pub mod expect;
 pub mod ktap;
+pub mod observe;
 pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod reproduce;
+pub mod run;
+pub mod scenario;
 pub mod variants;
+
+/// An error and its causes, `: `-separated, each printed once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}

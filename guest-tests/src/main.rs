@@ -2,22 +2,21 @@
 
 //! `guest-tests`: boots the built guest kernel variants in QEMU.
 //!
-//! `guest-tests boot` boots each variant with scenario `boot` and no
-//! backends and checks that the scenario runner starts (its first marker),
-//! then that it finishes its KTAP plan and powers off.
-//! `guest-tests reproduce` runs the end-to-end reproduction, and
-//! `guest-tests bench` the guest-side benchmarks.
+//! `guest-tests boot` is the boot check ([`guest_tests::boot`]),
+//! `guest-tests reproduce` the end-to-end reproduction, and
+//! `guest-tests bench` the guest-side benchmarks. Scenarios come from the
+//! files of `guest-tests/scenarios/` and `--scenario-file`; kernel variants
+//! from `guest-tests/kernel/variants.conf`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use guest_tests::console::{Console, DONE, RUNNER_START};
-use guest_tests::ktap;
-use guest_tests::qemu::{self, Accel, Qemu, QemuConfig, QemuError};
-use guest_tests::variants::{self, Variant, VariantError};
+use guest_tests::qemu::{self, Accel, QemuError};
+use guest_tests::scenario::{self, FileKind, Scenario, ScenarioError};
+use guest_tests::variants::{self, Conf, Variant, VariantError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,9 +34,11 @@ enum Cmd {
     /// Boot each built variant (scenario `boot`, no backends) and check that
     /// the runner starts, passes its checks and powers off.
     Boot(BootArgs),
-    /// The end-to-end reproduction: every variant in every scenario with both
-    /// backends attached; prints a table, writes report.json, a JUnit XML and
-    /// the logs of each run; exits 1 when any run differs from expected.toml.
+    /// The end-to-end reproduction: every variant in every scenario (the files of
+    /// the scenario directory, and --scenario-file); prints a table, writes
+    /// report.json, a JUnit XML and the logs of each run; exits 1 when any run
+    /// differs from expected.toml (a run with no entry there is "observed"), 2 on
+    /// a bad scenario file or option.
     Reproduce(ReproduceArgs),
     /// Guest-side benchmarks: boot a kernel with both backends and time, from guest user
     /// space, GPIO set/get round trips through the GPIO character device and whole-EEPROM
@@ -87,16 +88,48 @@ struct RunArgs {
     /// else ~/.cache/vhost-gpio-nvmem).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
+    #[command(flatten)]
+    files: FileArgs,
+}
+
+/// Where the scenario files and the variant list are.
+#[derive(Debug, Args)]
+struct FileArgs {
+    /// The scenario files (every *.toml).
+    #[arg(long, default_value = "guest-tests/scenarios", value_name = "DIR")]
+    scenarios_dir: PathBuf,
+    /// The kernel variants (their names and order).
+    #[arg(
+        long,
+        default_value = "guest-tests/kernel/variants.conf",
+        value_name = "FILE"
+    )]
+    variants_conf: PathBuf,
+}
+
+impl FileArgs {
+    fn scenarios(&self) -> Result<Vec<Scenario>, MainError> {
+        Ok(scenario::load_dir(&self.scenarios_dir)?)
+    }
+
+    fn conf(&self) -> Result<Conf, MainError> {
+        Ok(Conf::load(&self.variants_conf)?)
+    }
 }
 
 #[derive(Debug, Args)]
 struct ReproduceArgs {
-    /// Kernel variant (repeatable); default: the five of expected.toml.
+    /// Kernel variant (repeatable); default: every variant of variants.conf.
     #[arg(long = "kernel", value_name = "V")]
     kernels: Vec<String>,
-    /// Scenario (repeatable); default: all six.
+    /// Scenario (repeatable; `all`: every one of the scenario directory); default: all,
+    /// unless --scenario-file is given.
     #[arg(long = "scenario", value_name = "S")]
     scenarios: Vec<String>,
+    /// A scenario file to run (repeatable), checked before any kernel boots; with no
+    /// --scenario, only these files run.
+    #[arg(long = "scenario-file", value_name = "FILE")]
+    scenario_files: Vec<PathBuf>,
     /// Guests at a time.
     #[arg(long, default_value_t = 2, value_name = "N")]
     jobs: usize,
@@ -118,6 +151,8 @@ struct ReproduceArgs {
 
 #[derive(Debug, Args)]
 struct BootArgs {
+    #[command(flatten)]
+    files: FileArgs,
     /// Variant to boot (repeatable); default: every built variant in the cache.
     #[arg(long = "variant", value_name = "V")]
     variants: Vec<String>,
@@ -151,16 +186,14 @@ struct BootArgs {
 enum MainError {
     #[error(transparent)]
     Variant(#[from] VariantError),
-    #[error("no built variant in {0} (run scripts/build-guest)")]
-    NoVariants(PathBuf),
-    #[error("creating the run directory {path}")]
-    RunDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Qemu(#[from] QemuError),
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error(transparent)]
+    Boot(#[from] guest_tests::boot::BootError),
+    #[error("no {kind} scenario in {dir}")]
+    NoScenario { kind: &'static str, dir: PathBuf },
     #[error(transparent)]
     Expect(#[from] guest_tests::expect::ExpectError),
     #[error("unknown {what} '{name}' (known: {known})")]
@@ -237,8 +270,8 @@ impl RunArgs {
         out_dir: &Path,
         run_timeout: u64,
         guest_timeout: u64,
-    ) -> Result<guest_tests::reproduce::Options, MainError> {
-        let opts = guest_tests::reproduce::Options {
+    ) -> Result<guest_tests::run::Options, MainError> {
+        let opts = guest_tests::run::Options {
             vhost_gpio: binary(&self.vhost_gpio, "vhost-gpio")?,
             vhost_i2c: binary(&self.vhost_i2c_eeprom, "vhost-i2c-eeprom")?,
             qemu: self.qemu.clone(),
@@ -259,13 +292,29 @@ impl RunArgs {
     }
 }
 
+/// The one scenario of a kind in the scenario directory.
+fn scenario_of_kind(
+    files: &FileArgs,
+    kind: FileKind,
+    what: &'static str,
+) -> Result<Scenario, MainError> {
+    files
+        .scenarios()?
+        .into_iter()
+        .find(|s| s.kind == kind)
+        .ok_or_else(|| MainError::NoScenario {
+            kind: what,
+            dir: files.scenarios_dir.clone(),
+        })
+}
+
 fn run_bench(a: &BenchArgs) -> Result<bool, MainError> {
     use guest_tests::bench;
-    use guest_tests::expect::KERNELS;
 
-    let built = a
-        .run
-        .built(&pick(&a.kernels, &KERNELS, "kernel variant")?)?;
+    let conf = a.run.files.conf()?;
+    let scenario = scenario_of_kind(&a.run.files, FileKind::Bench, "bench")?;
+    let known: Vec<&str> = conf.names().collect();
+    let built = a.run.built(&pick(&a.kernels, &known, "kernel variant")?)?;
     let seconds = Duration::from_secs(a.seconds);
     let mut opts = a.run.options(&a.out_dir, a.run_timeout, 60)?;
     opts.append = format!("vgn.bench_seconds={}", a.seconds);
@@ -278,7 +327,7 @@ fn run_bench(a: &BenchArgs) -> Result<bool, MainError> {
         a.run.accel.as_str(),
         a.out_dir.display()
     );
-    let runs = bench::run_all(&built, &a.twr_us, &opts);
+    let runs = bench::run_all(&built, &scenario, &a.twr_us, &opts);
     let json = a.out_dir.join("bench.json");
     bench::write_json(&json, &runs, seconds, a.run.accel.as_str()).map_err(|source| {
         MainError::Io {
@@ -297,13 +346,53 @@ fn run_bench(a: &BenchArgs) -> Result<bool, MainError> {
     Ok(failed == 0)
 }
 
+/// The scenarios to run: the named ones of the directory, and every --scenario-file (all
+/// checked before anything boots).
+fn pick_scenarios(a: &ReproduceArgs) -> Result<Vec<Scenario>, MainError> {
+    let known: Vec<Scenario> = a
+        .run
+        .files
+        .scenarios()?
+        .into_iter()
+        .filter(|s| s.kind == FileKind::Reproduce)
+        .collect();
+    let mut extra = Vec::new();
+    for f in &a.scenario_files {
+        let s = Scenario::load(f)?;
+        if s.kind != FileKind::Reproduce {
+            return Err(MainError::Unknown {
+                what: "kind for --scenario-file (only reproduce files run here)",
+                name: format!("{:?} in {}", s.kind, f.display()),
+                known: "reproduce".into(),
+            });
+        }
+        scenario::add(&mut extra, s)?;
+    }
+    let names: Vec<&str> = known.iter().map(|s| s.name.as_str()).collect();
+    let mut out = Vec::new();
+    let all = a.scenarios.iter().any(|n| n == scenario::ALL);
+    if !a.scenarios.is_empty() || extra.is_empty() {
+        let given: &[String] = if all { &[] } else { &a.scenarios };
+        for n in pick(given, &names, "scenario")? {
+            out.extend(known.iter().find(|s| s.name == n).cloned());
+        }
+    }
+    for s in extra {
+        scenario::add(&mut out, s)?;
+    }
+    Ok(out)
+}
+
 fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
-    use guest_tests::expect::{Expectations, KERNELS, SCENARIOS};
+    use guest_tests::expect::Expectations;
     use guest_tests::{report, reproduce};
 
+    let conf = a.run.files.conf()?;
+    let scenarios = pick_scenarios(a)?;
     let expectations = Expectations::load(&a.expected)?;
-    let kernels = pick(&a.kernels, &KERNELS, "kernel variant")?;
-    let scenarios = pick(&a.scenarios, &SCENARIOS, "scenario")?;
+    expectations.check(&scenarios)?;
+    let known: Vec<&str> = conf.names().collect();
+    let kernels = pick(&a.kernels, &known, "kernel variant")?;
     let built = a.run.built(&kernels)?;
     let mut opts = a.run.options(&a.out_dir, a.run_timeout, a.guest_timeout)?;
     opts.jobs = a.jobs.max(1);
@@ -329,203 +418,35 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
         source,
     })?;
     println!("{}", report::table(&runs));
-    let unexpected = runs.iter().filter(|r| !r.expected).count();
+    let unexpected = runs.iter().filter(|r| r.unexpected()).count();
+    let observed = runs
+        .iter()
+        .filter(|r| r.verdict == report::Verdict::Observed)
+        .count();
     println!(
-        "{} run(s), {} as expected, {unexpected} unexpected; report: {}, {}",
+        "{} run(s), {} as expected, {unexpected} unexpected, {observed} observed (no expectation); report: {}, {}",
         runs.len(),
-        runs.len() - unexpected,
+        runs.len() - unexpected - observed,
         json.display(),
         junit.display()
     );
     Ok(unexpected == 0)
 }
 
-/// What happened to one variant.
-#[derive(Debug)]
-struct BootOutcome {
-    name: String,
-    /// Wall time from QEMU start to the first marker.
-    first_marker: Option<Duration>,
-    /// The guest's uptime when the runner started.
-    guest_uptime: Option<String>,
-    krelease: Option<String>,
-    /// Wall time from QEMU start to the `done` marker.
-    done: Option<Duration>,
-    /// (pass, fail, skip) of the runner's KTAP.
-    ktap: Option<(usize, usize, usize)>,
-    problems: Vec<String>,
-    console_tail: Vec<String>,
-}
-
-fn boot_one(v: &Variant, args: &BootArgs, run_dir: &Path) -> Result<BootOutcome, MainError> {
-    std::fs::create_dir_all(run_dir).map_err(|source| MainError::RunDir {
-        path: run_dir.to_path_buf(),
-        source,
-    })?;
-    let mut cfg = QemuConfig::new(&v.bzimage(), &v.initramfs(), run_dir, "boot");
-    cfg.binary = args.qemu.clone();
-    cfg.accel = args.accel;
-    if let Some(extra) = &args.append {
-        cfg.append.push(' ');
-        cfg.append.push_str(extra);
-    }
-    // A stale console from an earlier run in the same --log-dir would be read.
-    let _ = std::fs::remove_file(&cfg.console);
-    let timeout = Duration::from_secs(args.timeout);
-    let mut out = BootOutcome {
-        name: v.name.clone(),
-        first_marker: None,
-        guest_uptime: None,
-        krelease: None,
-        done: None,
-        ktap: None,
-        problems: Vec::new(),
-        console_tail: Vec::new(),
+fn run_boot(a: &BootArgs) -> Result<bool, MainError> {
+    let cfg = guest_tests::boot::Config {
+        variants: a.variants.clone(),
+        conf: a.files.conf()?,
+        timeout: a.timeout,
+        first_marker_only: a.first_marker_only,
+        accel: a.accel,
+        qemu: a.qemu.clone(),
+        cache: a.cache.clone(),
+        log_dir: a.log_dir.clone(),
+        append: a.append.clone(),
+        scenario: scenario_of_kind(&a.files, FileKind::Boot, "boot")?,
     };
-    let mut q = Qemu::spawn(&cfg, &run_dir.join("qemu.log"))?;
-    let mut con = Console::new(&cfg.console);
-    match con.wait_for_marker(RUNNER_START, timeout, || q.is_running()) {
-        Ok(m) => {
-            out.first_marker = Some(q.started().elapsed());
-            out.guest_uptime = m.field("uptime").map(str::to_owned);
-            out.krelease = m.field("kernel").map(str::to_owned);
-            if !args.first_marker_only {
-                finish_run(&mut q, &mut con, timeout, &mut out)?;
-            }
-        }
-        Err(e) => out.problems.push(e.to_string()),
-    }
-    q.kill()?;
-    if let Ok(log) = std::fs::read_to_string(q.log_path()) {
-        for l in log.lines().filter(|l| !l.trim().is_empty()) {
-            out.problems.push(format!("qemu: {l}"));
-        }
-    }
-    let _ = con.poll();
-    if !out.problems.is_empty() {
-        out.console_tail = con.tail(40).to_vec();
-    }
-    Ok(out)
-}
-
-/// After the first marker: wait for `done`, QEMU's exit, and check the KTAP.
-fn finish_run(
-    q: &mut Qemu,
-    con: &mut Console,
-    timeout: Duration,
-    out: &mut BootOutcome,
-) -> Result<(), MainError> {
-    match con.wait_for_marker(DONE, timeout, || q.is_running()) {
-        Ok(_) => out.done = Some(q.started().elapsed()),
-        Err(e) => out.problems.push(e.to_string()),
-    }
-    match q.wait_timeout(Duration::from_secs(30))? {
-        Some(s) if s.success() => {}
-        Some(s) => out.problems.push(format!("QEMU exited with {s}")),
-        None => out
-            .problems
-            .push("QEMU did not exit within 30 s of the runner's end (poweroff failed?)".into()),
-    }
-    let _ = con.poll();
-    let report = ktap::parse(&con.text());
-    out.ktap = Some(report.counts());
-    out.problems.extend(report.problems());
-    Ok(())
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
-}
-
-fn run_boot(args: &BootArgs) -> Result<bool, MainError> {
-    let cache = match &args.cache {
-        Some(c) => c.clone(),
-        None => variants::cache_root()?,
-    };
-    let list: Vec<Variant> = if args.variants.is_empty() {
-        let l = variants::built_variants(&cache)?;
-        if l.is_empty() {
-            return Err(MainError::NoVariants(cache.join("variants")));
-        }
-        l
-    } else {
-        let mut l = Vec::new();
-        for n in &args.variants {
-            let v = variants::variant(&cache, n)?;
-            v.check_built()?;
-            l.push(v);
-        }
-        l
-    };
-    let qv = qemu::version(&args.qemu)?;
-    eprintln!(
-        "booting {} variant(s) with {} (-accel {}), timeout {} s",
-        list.len(),
-        qv,
-        args.accel.as_str(),
-        args.timeout
-    );
-    let tmp;
-    let base = match &args.log_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("guest-tests-boot.")
-                .tempdir()
-                .map_err(|source| MainError::RunDir {
-                    path: std::env::temp_dir(),
-                    source,
-                })?;
-            tmp.path().to_path_buf()
-        }
-    };
-    let mut failed = Vec::new();
-    for v in &list {
-        eprintln!("{}: booting {}", v.name, v.bzimage().display());
-        let started = Instant::now();
-        let o = boot_one(v, args, &base.join(&v.name))?;
-        let mut line = format!("{}:", o.name);
-        match o.first_marker {
-            Some(d) => line.push_str(&format!(" first marker after {}", secs(d))),
-            None => line.push_str(" NO first marker"),
-        }
-        if let Some(u) = &o.guest_uptime {
-            line.push_str(&format!(" (guest uptime {u} s)"));
-        }
-        if let Some(k) = &o.krelease {
-            line.push_str(&format!(", kernel {k}"));
-        }
-        if let Some(d) = o.done {
-            line.push_str(&format!(", runner done after {}", secs(d)));
-        }
-        if let Some((p, f, s)) = o.ktap {
-            line.push_str(&format!(", KTAP {p} ok / {f} not ok / {s} skip"));
-        }
-        line.push_str(&format!(", total {}", secs(started.elapsed())));
-        if o.problems.is_empty() {
-            println!("{line}: PASS");
-        } else {
-            println!("{line}: FAIL");
-            for p in &o.problems {
-                println!("  {}: {p}", o.name);
-            }
-            println!("  {}: console tail:", o.name);
-            for l in &o.console_tail {
-                println!("  | {l}");
-            }
-            failed.push(o.name.clone());
-        }
-    }
-    if let Some(d) = &args.log_dir {
-        eprintln!("logs in {}", d.display());
-    }
-    if failed.is_empty() {
-        println!("all {} variant(s) booted", list.len());
-        Ok(true)
-    } else {
-        println!("FAILED: {}", failed.join(", "));
-        Ok(false)
-    }
+    Ok(guest_tests::boot::run(&cfg)?)
 }
 
 fn main() -> ExitCode {
@@ -540,13 +461,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            let mut msg = format!("guest-tests: error: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("{msg}");
+            eprintln!("guest-tests: error: {}", guest_tests::error_chain(&e));
             ExitCode::from(2)
         }
     }
@@ -555,7 +470,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest_tests::console::ConsoleError;
+    use guest_tests::console::{ConsoleError, RUNNER_START};
 
     #[test]
     fn cli_parses_boot() {
@@ -604,24 +519,100 @@ mod tests {
         assert!(Cli::try_parse_from(["guest-tests", "reproduce", "--jobs", "two"]).is_err());
     }
 
-    #[test]
-    fn unknown_kernels_and_scenarios_are_refused_by_name() {
-        let c = Cli::try_parse_from([
+    /// `guest-tests reproduce` with the repository's files and `extra` arguments.
+    fn reproduce(extra: &[&str]) -> ReproduceArgs {
+        let mut args = vec![
             "guest-tests",
             "reproduce",
-            "--kernel",
-            "5.4-vintage",
             "--expected",
             concat!(env!("CARGO_MANIFEST_DIR"), "/expected.toml"),
-        ])
-        .unwrap();
-        let Cmd::Reproduce(r) = c.cmd else {
+            "--scenarios-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"),
+            "--variants-conf",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/kernel/variants.conf"),
+            "--cache",
+            "/nonexistent-cache",
+        ];
+        args.extend_from_slice(extra);
+        let Cmd::Reproduce(r) = Cli::try_parse_from(args).unwrap().cmd else {
             panic!("not reproduce")
         };
-        let e = run_reproduce(&r).unwrap_err();
+        r
+    }
+
+    #[test]
+    fn unknown_kernels_and_scenarios_are_refused_by_name() {
+        let e = run_reproduce(&reproduce(&["--kernel", "5.4-vintage"])).unwrap_err();
         assert!(
             e.to_string()
                 .contains("unknown kernel variant '5.4-vintage'"),
+            "{e}"
+        );
+        let e = run_reproduce(&reproduce(&["--scenario", "unbnid"])).unwrap_err();
+        assert!(e.to_string().contains("unknown scenario 'unbnid'"), "{e}");
+    }
+
+    #[test]
+    fn scenario_files_are_checked_before_any_kernel_boots() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "name = \"bad\"\npurpose = \"x\"\n\n[[step]]\ndo = \"mark\"\nmark = \"lonely\"\n",
+        )
+        .unwrap();
+        let bad = bad.display().to_string();
+        let e = run_reproduce(&reproduce(&["--scenario-file", &bad])).unwrap_err();
+        assert_eq!(
+            guest_tests::error_chain(&e),
+            format!("{bad}:4: mark 'lonely' has no host action: add [[on]] mark = \"lonely\"")
+        );
+        // A good file gets as far as the kernels: none is built in this cache.
+        let good = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/examples/unbind-then-unplug.toml"
+        );
+        let e = run_reproduce(&reproduce(&[
+            "--scenario-file",
+            good,
+            "--kernel",
+            "6.1-baseline",
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("is not built"), "{e}");
+    }
+
+    #[test]
+    fn the_scenario_selection() {
+        let names = |a: &ReproduceArgs| -> Vec<String> {
+            pick_scenarios(a)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        let all = names(&reproduce(&[]));
+        assert!(all.contains(&"unbind".to_string()) && all.contains(&"level-irq".to_string()));
+        assert!(!all.contains(&"bench".to_string()) && !all.contains(&"boot".to_string()));
+        let ex = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/examples/unbind-then-unplug.toml"
+        );
+        assert_eq!(
+            names(&reproduce(&["--scenario-file", ex])),
+            ["unbind-then-unplug"]
+        );
+        assert_eq!(
+            names(&reproduce(&["--scenario", "irq", "--scenario-file", ex])),
+            ["irq", "unbind-then-unplug"]
+        );
+        let with_all = names(&reproduce(&["--scenario", "all", "--scenario-file", ex]));
+        assert_eq!(with_all.len(), all.len() + 1);
+        let dup = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/60-irq.toml");
+        let e =
+            pick_scenarios(&reproduce(&["--scenario", "irq", "--scenario-file", dup])).unwrap_err();
+        assert!(
+            e.to_string().contains("scenario 'irq' is already defined"),
             "{e}"
         );
     }

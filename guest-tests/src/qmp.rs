@@ -7,6 +7,7 @@
 //! Every read has a bound: a QEMU that stops answering makes a call fail with a timeout, never
 //! hang the harness.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     /// The socket could not be reached.
-    #[error("connecting to QMP at {path}: {source}")]
+    #[error("connecting to QMP at {path}")]
     Connect {
         /// The QMP socket.
         path: PathBuf,
@@ -48,6 +49,14 @@ pub enum QmpError {
         /// QEMU's answer or the I/O error.
         detail: String,
     },
+    /// An event named in a scenario did not come in time.
+    #[error("no QMP event {event} within {waited:?}")]
+    NoEvent {
+        /// The event awaited.
+        event: String,
+        /// How long.
+        waited: Duration,
+    },
     /// An event did not come in time.
     #[error("no {event} for {what} within {waited:?}")]
     Timeout {
@@ -65,7 +74,14 @@ type QmpStream = Stream<BufReader<UnixStream>, UnixStream>;
 /// A QMP session with one QEMU.
 pub struct QmpClient {
     qmp: Qmp<QmpStream>,
+    /// Devices whose DEVICE_DELETED came and was not taken yet.
+    deleted: HashSet<String>,
+    /// Names of the events that came, oldest first, not taken by [`QmpClient::wait_event`].
+    events: VecDeque<String>,
 }
+
+/// How many event names are kept for [`QmpClient::wait_event`].
+const EVENTS_KEPT: usize = 256;
 
 impl std::fmt::Debug for QmpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,7 +155,11 @@ impl QmpClient {
         let mut qmp = Qmp::new(Stream::new(reader, writer));
         qmp.execute(&qmp::qmp_capabilities { enable: None })
             .map_err(command_err("qmp_capabilities"))?;
-        Ok(QmpClient { qmp })
+        Ok(QmpClient {
+            qmp,
+            deleted: HashSet::new(),
+            events: VecDeque::new(),
+        })
     }
 
     /// QEMU's version, `major.minor.micro`.
@@ -158,18 +178,32 @@ impl QmpClient {
     /// the virtio backend's QOM path first, then the one naming the device; this waits for the
     /// latter. Returns how long the guest took.
     pub fn device_del(&mut self, id: &str, timeout: Duration) -> Result<Duration, QmpError> {
-        let start = Instant::now();
+        self.device_del_request(id)?;
+        self.wait_deleted(id, timeout)
+    }
+
+    /// Asks QEMU to unplug device `id` (the guest ejects it; QEMU then sends DEVICE_DELETED,
+    /// see [`QmpClient::take_deleted`]).
+    pub fn device_del_request(&mut self, id: &str) -> Result<(), QmpError> {
+        self.deleted.remove(id);
         self.qmp
             .execute(&qmp::device_del { id: id.to_string() })
             .map_err(command_err("device_del"))?;
+        Ok(())
+    }
+
+    /// Whether DEVICE_DELETED for `id` has come (once: it is taken). One round trip.
+    pub fn take_deleted(&mut self, id: &str) -> Result<bool, QmpError> {
+        self.pump()?;
+        Ok(self.deleted.remove(id))
+    }
+
+    /// Waits for DEVICE_DELETED for `id`; returns how long it took.
+    pub fn wait_deleted(&mut self, id: &str, timeout: Duration) -> Result<Duration, QmpError> {
+        let start = Instant::now();
         loop {
-            for e in self.qmp.events() {
-                if let Event::DEVICE_DELETED { data, .. } = e {
-                    log::debug!("DEVICE_DELETED {:?} {}", data.device, data.path);
-                    if data.device.as_deref() == Some(id) {
-                        return Ok(start.elapsed());
-                    }
-                }
+            if self.take_deleted(id)? {
+                return Ok(start.elapsed());
             }
             if start.elapsed() >= timeout {
                 return Err(QmpError::Timeout {
@@ -179,12 +213,54 @@ impl QmpClient {
                 });
             }
             thread::sleep(Duration::from_millis(50));
-            // A round trip collects the events QEMU sent meanwhile.
-            self.qmp.nop().map_err(|e| QmpError::Command {
-                command: "query-version",
-                detail: e.to_string(),
-            })?;
         }
+    }
+
+    /// Waits for the next QMP event named `name` (e.g. `DEVICE_DELETED`) since the last one
+    /// taken; returns how long it took.
+    pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Result<Duration, QmpError> {
+        let start = Instant::now();
+        loop {
+            self.pump()?;
+            if let Some(at) = self.events.iter().position(|e| e == name) {
+                self.events.drain(..=at);
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                return Err(QmpError::NoEvent {
+                    event: name.to_string(),
+                    waited: start.elapsed(),
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A round trip (which collects the events QEMU sent meanwhile), then the events sorted
+    /// into what the waits look for.
+    fn pump(&mut self) -> Result<(), QmpError> {
+        self.qmp.nop().map_err(|e| QmpError::Command {
+            command: "query-version",
+            detail: e.to_string(),
+        })?;
+        for e in self.qmp.events() {
+            if let Event::DEVICE_DELETED { data, .. } = &e {
+                log::debug!("DEVICE_DELETED {:?} {}", data.device, data.path);
+                if let Some(d) = &data.device {
+                    self.deleted.insert(d.clone());
+                }
+            }
+            if let Some(name) = serde_json::to_value(&e)
+                .ok()
+                .and_then(|v| v.get("event").and_then(|n| n.as_str().map(str::to_string)))
+            {
+                self.events.push_back(name);
+                if self.events.len() > EVENTS_KEPT {
+                    self.events.pop_front();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes a chardev (closing its connection to the backend).

@@ -9,7 +9,19 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Splat;
-use crate::expect::WriteOutcome;
+use crate::observe::{Observations, Value, WriteOutcome};
+
+/// How a run compares with `expected.toml`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// It matches its entry.
+    AsExpected,
+    /// It differs from its entry (or the harness failed).
+    Unexpected,
+    /// No entry for this kernel and scenario: what happened is reported, not judged.
+    Observed,
+}
 
 /// One run: a kernel variant in one scenario.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,34 +32,15 @@ pub struct RunReport {
     pub scenario: String,
     /// QEMU's version.
     pub qemu: String,
-    /// Kernel reports seen on the console.
-    pub splats: Vec<Splat>,
-    /// "REMOVING GPIOCHIP WITH GPIOS STILL REQUESTED" printed.
-    pub still_requested: bool,
-    /// "backing chip is gone" count.
-    pub backing_chip_gone: u32,
-    /// The same by the function that printed it.
-    pub backing_chip_gone_by: std::collections::BTreeMap<String, u32>,
-    /// gpio_virtio's module refcount after the last put (signed; absent if never printed).
-    pub gpio_virtio_refcnt: Option<i64>,
-    /// The first write through nvmem, judged on the host image.
-    pub eeprom_write: WriteOutcome,
-    /// The write after unplug, judged on the host image.
-    pub eeprom_write_after_unplug: WriteOutcome,
-    /// The write after replug, judged on the host image.
-    pub eeprom_write_after_replug: WriteOutcome,
-    /// Whether the guest saw the GPIO edge (irq scenario).
-    pub irq_seen: Option<bool>,
-    /// The write to the second EEPROM (24c02 at 0x51), judged on its image.
-    pub eeprom2_write: WriteOutcome,
-    /// The write made while the host asserts WP, judged on the host image.
-    pub eeprom_write_wp_asserted: WriteOutcome,
-    /// Addresses i2cdetect found before binding (`50,51`).
-    pub i2cdetect: Option<String>,
-    /// The gpio chip's line names as the guest saw them (`wp,led,irq`).
-    pub gpio_lines: Option<String>,
-    /// The run matches its expectation.
-    pub expected: bool,
+    /// Console findings (`splats`, `still_requested`, `backing_chip_gone`,
+    /// `backing_chip_gone_by`) and the scenario's named results (`eeprom_write`,
+    /// `gpio_virtio_refcnt`, ...), each a field of its own.
+    #[serde(flatten)]
+    pub observations: Observations,
+    /// The run matches its expectation (`null`: there is none, see `verdict`).
+    pub expected: Option<bool>,
+    /// As expected, unexpected, or only observed.
+    pub verdict: Verdict,
     /// The expectation's reasoning, and what differed if anything did.
     pub why: String,
     /// Every difference from the expectation.
@@ -56,38 +49,61 @@ pub struct RunReport {
     pub ended: String,
     /// Wall time of the run in seconds.
     pub seconds: f64,
+    /// The same by stage (`backends`, `qemu`, `guest`, `teardown`); empty if the run failed
+    /// to start.
+    #[serde(default)]
+    pub stage_seconds: std::collections::BTreeMap<String, f64>,
     /// File name of the console log, beside the report.
     pub console_log: String,
 }
 
 impl RunReport {
-    /// A run of `kernel` in `scenario` with nothing observed yet and not expected, its console
+    /// A run of `kernel` in `scenario` with nothing observed yet and unexpected, its console
     /// log to be written as `console_log`.
     pub fn new(kernel: &str, scenario: &str, console_log: &str) -> RunReport {
         RunReport {
             kernel: kernel.to_string(),
             scenario: scenario.to_string(),
             qemu: String::new(),
-            splats: Vec::new(),
-            still_requested: false,
-            backing_chip_gone: 0,
-            backing_chip_gone_by: Default::default(),
-            gpio_virtio_refcnt: None,
-            eeprom_write: WriteOutcome::NotApplicable,
-            eeprom_write_after_unplug: WriteOutcome::NotApplicable,
-            eeprom_write_after_replug: WriteOutcome::NotApplicable,
-            irq_seen: None,
-            eeprom2_write: WriteOutcome::NotApplicable,
-            eeprom_write_wp_asserted: WriteOutcome::NotApplicable,
-            i2cdetect: None,
-            gpio_lines: None,
-            expected: false,
+            observations: Observations::default(),
+            expected: Some(false),
+            verdict: Verdict::Unexpected,
             why: String::new(),
             mismatches: Vec::new(),
             ended: String::new(),
             seconds: 0.0,
+            stage_seconds: Default::default(),
             console_log: console_log.to_string(),
         }
+    }
+
+    /// Sets the verdict from the differences found (`None`: there was no expectation).
+    pub fn judge(&mut self, mismatches: Option<Vec<String>>) {
+        match mismatches {
+            None => {
+                self.verdict = Verdict::Observed;
+                self.expected = None;
+                self.mismatches.clear();
+            }
+            Some(m) => {
+                self.verdict = if m.is_empty() {
+                    Verdict::AsExpected
+                } else {
+                    Verdict::Unexpected
+                };
+                self.expected = Some(m.is_empty());
+                self.mismatches = m;
+            }
+        }
+    }
+
+    /// Whether the run counts as a failure: it differs from its expectation.
+    pub fn unexpected(&self) -> bool {
+        self.verdict == Verdict::Unexpected
+    }
+
+    fn splats(&self) -> &[Splat] {
+        &self.observations.console.splats
     }
 }
 
@@ -116,7 +132,7 @@ fn xml_escape(s: &str) -> String {
 
 /// The runs as a JUnit XML document: one test case per run, failed when unexpected.
 pub fn junit(runs: &[RunReport]) -> String {
-    let failures = runs.iter().filter(|r| !r.expected).count();
+    let failures = runs.iter().filter(|r| r.unexpected()).count();
     let total: f64 = runs.iter().map(|r| r.seconds).sum();
     let mut x = String::new();
     let _ = writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
@@ -125,9 +141,13 @@ pub fn junit(runs: &[RunReport]) -> String {
         r#"<testsuites name="reproduce" tests="{}" failures="{failures}" time="{total:.1}">"#,
         runs.len()
     );
+    let skipped = runs
+        .iter()
+        .filter(|r| r.verdict == Verdict::Observed)
+        .count();
     let _ = writeln!(
         x,
-        r#"  <testsuite name="reproduce" tests="{}" failures="{failures}" errors="0" time="{total:.1}">"#,
+        r#"  <testsuite name="reproduce" tests="{}" failures="{failures}" errors="0" skipped="{skipped}" time="{total:.1}">"#,
         runs.len()
     );
     for r in runs {
@@ -138,7 +158,13 @@ pub fn junit(runs: &[RunReport]) -> String {
             xml_escape(&r.scenario),
             r.seconds
         );
-        if !r.expected {
+        if r.verdict == Verdict::Observed {
+            let _ = write!(
+                x,
+                "\n      <skipped message=\"no expectation for this kernel and scenario: observed only\"/>\n    "
+            );
+        }
+        if r.unexpected() {
             let _ = write!(
                 x,
                 "\n      <failure message=\"{}\">{}</failure>\n    ",
@@ -176,30 +202,57 @@ pub fn splat_summary(splats: &[Splat]) -> String {
         .join(", ")
 }
 
+/// The results of the table's own columns.
+const REFCNT: &str = "gpio_virtio_refcnt";
+const EEPROM_COLUMNS: [&str; 3] = [
+    "eeprom_write",
+    "eeprom_write_after_unplug",
+    "eeprom_write_after_replug",
+];
+
+/// Every other result that was observed, `name=value` (empty if none): the line under a
+/// run's row.
+fn other_results(r: &RunReport) -> String {
+    let parts: Vec<String> = r
+        .observations
+        .results
+        .iter()
+        .filter(|(n, _)| *n != REFCNT && !EEPROM_COLUMNS.contains(&n.as_str()))
+        .filter_map(|(n, v)| match v {
+            None | Some(Value::Write(WriteOutcome::NotApplicable)) => None,
+            Some(v) => Some(format!("{n}={v}")),
+        })
+        .collect();
+    parts.join(" ")
+}
+
 fn summary(r: &RunReport) -> String {
+    let o = &r.observations;
     let mut s = format!(
-        "ended: {}\nsplats: {}\nstill_requested: {}\nbacking_chip_gone: {}\ngpio_virtio_refcnt: {}\neeprom: write {}, after unplug {}, after replug {}",
+        "ended: {}\nsplats: {}\nstill_requested: {}\nbacking_chip_gone: {}",
         r.ended,
-        splat_summary(&r.splats),
-        r.still_requested,
-        r.backing_chip_gone,
-        refcnt_text(r.gpio_virtio_refcnt),
-        r.eeprom_write,
-        r.eeprom_write_after_unplug,
-        r.eeprom_write_after_replug,
+        splat_summary(r.splats()),
+        o.console.still_requested,
+        o.console.backing_chip_gone,
     );
-    if r.scenario == "eeprom" {
+    for (name, v) in &o.results {
         let _ = write!(
             s,
-            "\n24c02 write {}, write with WP asserted {}\ni2cdetect: {}\ngpio lines: {}",
-            r.eeprom2_write,
-            r.eeprom_write_wp_asserted,
-            r.i2cdetect.as_deref().unwrap_or("not printed"),
-            r.gpio_lines.as_deref().unwrap_or("not printed"),
+            "\n{name}: {}",
+            v.as_ref()
+                .map_or_else(|| "not printed".to_string(), Value::to_string)
         );
     }
     let _ = write!(s, "\nconsole: {}", r.console_log);
     s
+}
+
+fn refcnt(r: &RunReport) -> String {
+    match r.observations.results.get(REFCNT) {
+        Some(Some(Value::Int(n))) => refcnt_text(Some(*n)),
+        Some(_) => refcnt_text(None),
+        None => "-".into(),
+    }
 }
 
 fn refcnt_text(n: Option<i64>) -> String {
@@ -224,19 +277,17 @@ pub fn table(runs: &[RunReport]) -> String {
     let rows: Vec<[String; 6]> = runs
         .iter()
         .map(|r| {
+            let o = &r.observations;
             [
                 r.kernel.clone(),
                 r.scenario.clone(),
-                splat_summary(&r.splats),
-                refcnt_text(r.gpio_virtio_refcnt),
-                format!(
-                    "{}/{}/{}",
-                    r.eeprom_write, r.eeprom_write_after_unplug, r.eeprom_write_after_replug
-                ),
-                if r.expected {
-                    "yes".into()
-                } else {
-                    "NO".into()
+                splat_summary(r.splats()),
+                refcnt(r),
+                EEPROM_COLUMNS.map(|n| o.write(n).to_string()).join("/"),
+                match r.verdict {
+                    Verdict::AsExpected => "yes".into(),
+                    Verdict::Unexpected => "NO".into(),
+                    Verdict::Observed => "observed".into(),
                 },
             ]
         })
@@ -262,10 +313,14 @@ pub fn table(runs: &[RunReport]) -> String {
         &widths.map(|w| "-".repeat(w)).each_ref().map(String::as_str),
         &mut out,
     );
-    for row in &rows {
+    for (row, r) in rows.iter().zip(runs) {
         line(&row.each_ref().map(String::as_str), &mut out);
+        let other = other_results(r);
+        if !other.is_empty() {
+            let _ = writeln!(out, "    {other}");
+        }
     }
-    for r in runs.iter().filter(|r| !r.expected) {
+    for r in runs.iter().filter(|r| r.unexpected()) {
         let _ = writeln!(
             out,
             "unexpected: {} {}: {}",
@@ -280,24 +335,34 @@ pub fn table(runs: &[RunReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::Kind;
 
     fn run(expected: bool) -> RunReport {
         let mut r = RunReport::new("6.1-baseline", "unbind", "6.1-baseline--unbind.console.log");
         r.qemu = "10.0.2".into();
-        r.splats = vec![Splat {
+        r.observations.declare(&[
+            ("gpio_virtio_refcnt".into(), Kind::Int),
+            ("eeprom_write".into(), Kind::Write),
+            ("eeprom_write_after_unplug".into(), Kind::Write),
+            ("irq_seen".into(), Kind::Bool),
+        ]);
+        r.observations.console.splats = vec![Splat {
             kind: "warning".into(),
             location: "drivers/gpio/gpiolib.c:2164".into(),
             function: "gpiod_free".into(),
             trace: vec!["release_nodes".into()],
             headline: "WARNING: <&>".into(),
         }];
-        r.gpio_virtio_refcnt = Some(0);
-        r.eeprom_write = WriteOutcome::Landed;
-        r.expected = expected;
+        r.observations
+            .set("gpio_virtio_refcnt", Some(Value::Int(0)));
+        r.observations
+            .set("eeprom_write", Some(Value::Write(WriteOutcome::Landed)));
         r.why = "the 2020 double put".into();
-        if !expected {
-            r.mismatches = vec!["refcnt 1 instead of 0 <x>".into()];
-        }
+        r.judge(Some(if expected {
+            vec![]
+        } else {
+            vec!["refcnt 1 instead of 0 <x>".into()]
+        }));
         r.ended = "done".into();
         r.seconds = 12.5;
         r
@@ -321,10 +386,17 @@ mod tests {
             "gpio_virtio_refcnt",
             "eeprom_write_after_unplug",
             "expected",
+            "verdict",
             "why",
         ] {
             assert!(o.get(key).is_some(), "missing {key}");
         }
+        assert_eq!(o["eeprom_write"], "landed");
+        assert_eq!(o["verdict"], "as-expected");
+        assert!(o["irq_seen"].is_null());
+        let back: Vec<RunReport> =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(back[0].observations.results, run(true).observations.results);
         assert_eq!(o["eeprom_write_after_unplug"], "n/a");
         assert_eq!(o["splats"][0]["location"], "drivers/gpio/gpiolib.c:2164");
         assert_eq!(o["splats"][0]["trace"][0], "release_nodes");
@@ -349,6 +421,26 @@ mod tests {
         assert!(t.contains("warning(gpiod_free)"));
         assert!(t.contains("unexpected: 6.1-baseline unbind: refcnt 1 instead of 0"));
         assert!(t.lines().nth(2).unwrap().ends_with("yes"));
+        assert!(t.lines().nth(2).unwrap().contains("landed/n/a/n/a"));
+    }
+
+    #[test]
+    fn a_run_without_expectation_is_observed_not_failed() {
+        let mut r = run(true);
+        r.observations.set("irq_seen", Some(Value::Bool(true)));
+        r.judge(None);
+        assert_eq!(r.expected, None);
+        assert!(!r.unexpected());
+        let t = table(&[r.clone()]);
+        let row = t.lines().nth(2).unwrap();
+        assert!(row.ends_with("observed"), "{row}");
+        assert_eq!(t.lines().nth(3).unwrap(), "    irq_seen=true");
+        let x = junit(&[r]);
+        assert!(
+            x.contains(r#"failures="0""#) && x.contains(r#"skipped="1""#),
+            "{x}"
+        );
+        assert!(x.contains("irq_seen: true"), "{x}");
     }
 
     #[test]

@@ -1,18 +1,72 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The kernel variant cache written by `scripts/build-guest`:
-//! `$VGN_CACHE/variants/<variant>/{bzImage, initramfs.cpio.gz, krelease, ...}`.
+//! `$VGN_CACHE/variants/<variant>/{bzImage, initramfs.cpio.gz, krelease, ...}`, and the list
+//! of variants the project builds, read from `guest-tests/kernel/variants.conf` (the one place
+//! that lists them: a variant added there runs without a change here).
 
 use std::path::{Path, PathBuf};
 
-/// The variants the project builds, in the order reports list them.
-pub const KNOWN_VARIANTS: &[&str] = &[
-    "6.1-baseline",
-    "6.1-kref",
-    "6.1-kref-numbfix",
-    "6.12-baseline",
-    "6.12-kref",
-];
+/// The variants of `variants.conf`, in its order (the order reports list them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conf {
+    names: Vec<String>,
+}
+
+impl Conf {
+    /// Parses the text of `variants.conf`: `#` comments, then one variant per line, its name
+    /// first.
+    pub fn parse(text: &str, path: &str) -> Result<Conf, VariantError> {
+        let mut names: Vec<String> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let Some(name) = line.split_whitespace().next() else {
+                continue;
+            };
+            if name.contains('/') || name.starts_with('.') || names.iter().any(|n| n == name) {
+                return Err(VariantError::Conf {
+                    path: path.to_string(),
+                    line: i + 1,
+                    message: format!("variant name '{name}' is invalid or repeated"),
+                });
+            }
+            names.push(name.to_string());
+        }
+        if names.is_empty() {
+            return Err(VariantError::Conf {
+                path: path.to_string(),
+                line: 1,
+                message: "no variant".into(),
+            });
+        }
+        Ok(Conf { names })
+    }
+
+    /// Reads `variants.conf`.
+    pub fn load(path: &Path) -> Result<Conf, VariantError> {
+        let text = std::fs::read_to_string(path).map_err(|source| VariantError::ReadConf {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    /// Orders variant names: known ones in the file's order, then others by name.
+    pub fn sort(&self, names: &mut [String]) {
+        let pos = |n: &String| self.names.iter().position(|k| k == n);
+        names.sort_by(|a, b| match (pos(a), pos(b)) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.cmp(b),
+        });
+    }
+}
 
 /// Errors locating variants.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +94,25 @@ pub enum VariantError {
     /// A variant name that would escape the cache directory.
     #[error("invalid variant name '{0}'")]
     BadName(String),
+    /// `variants.conf` could not be read.
+    #[error("reading {path}")]
+    ReadConf {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `variants.conf` is not valid.
+    #[error("{path}:{line}: {message}")]
+    Conf {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// One built kernel variant.
@@ -107,20 +180,6 @@ pub fn cache_root() -> Result<PathBuf, VariantError> {
     .ok_or(VariantError::NoCacheRoot)
 }
 
-/// Orders variant names: known ones in [`KNOWN_VARIANTS`] order, then others by name.
-pub fn sort_names(names: &mut [String]) {
-    names.sort_by(|a, b| {
-        let ka = KNOWN_VARIANTS.iter().position(|k| k == a);
-        let kb = KNOWN_VARIANTS.iter().position(|k| k == b);
-        match (ka, kb) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => a.cmp(b),
-        }
-    });
-}
-
 /// A variant of the cache by name (not checked for being built).
 pub fn variant(cache: &Path, name: &str) -> Result<Variant, VariantError> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -132,8 +191,8 @@ pub fn variant(cache: &Path, name: &str) -> Result<Variant, VariantError> {
     })
 }
 
-/// Every variant of the cache that has a bzImage and an initramfs.
-pub fn built_variants(cache: &Path) -> Result<Vec<Variant>, VariantError> {
+/// Every variant of the cache that has a bzImage and an initramfs, in `conf` order.
+pub fn built_variants(cache: &Path, conf: &Conf) -> Result<Vec<Variant>, VariantError> {
     let dir = cache.join("variants");
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
@@ -150,7 +209,7 @@ pub fn built_variants(cache: &Path) -> Result<Vec<Variant>, VariantError> {
             names.push(n.to_owned());
         }
     }
-    sort_names(&mut names);
+    conf.sort(&mut names);
     let mut out = Vec::new();
     for n in names {
         let v = variant(cache, &n)?;
@@ -182,13 +241,31 @@ mod tests {
         assert_eq!(cache_root_from(None, None, None), None);
     }
 
+    fn conf() -> Conf {
+        Conf::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel/variants.conf")).unwrap()
+    }
+
+    #[test]
+    fn the_conf_lists_the_variants_in_order() {
+        let c = Conf::parse(
+            "# c\n\n6.1-a  6.1 test -\n  6.1-b 6.1 test 6.1-a # seed\n",
+            "v",
+        )
+        .unwrap();
+        assert_eq!(c.names().collect::<Vec<_>>(), ["6.1-a", "6.1-b"]);
+        let e = Conf::parse("x 1\nx 2\n", "v").unwrap_err().to_string();
+        assert_eq!(e, "v:2: variant name 'x' is invalid or repeated");
+        assert!(Conf::parse("# nothing\n", "v").is_err());
+        assert!(conf().names().any(|n| n == "6.1-baseline"));
+    }
+
     #[test]
     fn names_sort_known_first() {
         let mut v: Vec<String> = ["zz", "6.12-kref", "6.1-kref-numbfix", "6.1-baseline", "aa"]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-        sort_names(&mut v);
+        conf().sort(&mut v);
         assert_eq!(
             v,
             ["6.1-baseline", "6.1-kref-numbfix", "6.12-kref", "aa", "zz"]
@@ -209,7 +286,7 @@ mod tests {
                 std::fs::write(vd.join(n).join(f), b"x").unwrap();
             }
         }
-        let got: Vec<String> = built_variants(tmp.path())
+        let got: Vec<String> = built_variants(tmp.path(), &conf())
             .unwrap()
             .into_iter()
             .map(|v| v.name)
@@ -221,6 +298,8 @@ mod tests {
             variant(tmp.path(), "../x"),
             Err(VariantError::BadName(_))
         ));
-        assert!(built_variants(&tmp.path().join("none")).unwrap().is_empty());
+        assert!(built_variants(&tmp.path().join("none"), &conf())
+            .unwrap()
+            .is_empty());
     }
 }

@@ -15,12 +15,23 @@
  * After a hot-replug the new chip has a new label: write to the "rewire"
  * parameter to unregister the client (at24 remove: the nvmem put path),
  * drop the table, and wire again to the current chip.
+ *
+ * With wire=0 the module wires nothing at load. Its "level_irq" parameter
+ * is a small interrupt consumer: user space can only request edge events
+ * (the GPIO character device), a driver can request a level-triggered
+ * interrupt. Write "request <chip label> <line name> <level-high|level-low|
+ * edge-rising|edge-falling|edge-both>", "disable" (disable_irq), "enable"
+ * (enable_irq) or "free"; read "requested ... count=N" (handler runs since
+ * the request) or "none".
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/atomic.h>
 #include <linux/device.h>
+#include <linux/gpio/consumer.h>
 #include <linux/gpio/driver.h>
+#include <linux/interrupt.h>
 #include <linux/gpio/machine.h>
 #include <linux/i2c.h>
 #include <linux/module.h>
@@ -45,6 +56,10 @@ MODULE_PARM_DESC(chip_type, "at24 device type of the EEPROM (default 24c32)");
 static ushort addr = 0x50;
 module_param(addr, ushort, 0444);
 MODULE_PARM_DESC(addr, "7-bit I2C address of the EEPROM (default 0x50)");
+
+static bool wire = true;
+module_param(wire, bool, 0444);
+MODULE_PARM_DESC(wire, "Wire the EEPROM at load (default 1; 0: only the level_irq consumer)");
 
 static uint pagesize = 32;
 module_param(pagesize, uint, 0444);
@@ -288,13 +303,206 @@ static const struct kernel_param_ops ew_rewire_ops = {
 module_param_cb(rewire, &ew_rewire_ops, NULL, 0644);
 MODULE_PARM_DESC(rewire, "Write anything: remove the client and table and wire again to the current chip. Read: the wiring.");
 
+/* ---- level_irq: a kernel consumer of one interrupt on a virtio-gpio line */
+
+struct li_state {
+	struct gpio_desc *desc;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	struct gpio_device *gdev;
+#endif
+	int irq;
+	bool disabled;
+	char line[32];
+	char trigger[16];
+	atomic_t count;
+};
+
+static DEFINE_MUTEX(li_lock);
+static struct li_state li;
+
+static irqreturn_t li_handler(int irq, void *data)
+{
+	atomic_inc(&li.count);
+	return IRQ_HANDLED;
+}
+
+struct li_match {
+	const char *label;
+	const char *line;
+	int *offset;
+};
+
+static int li_match_chip(struct gpio_chip *gc, EW_MATCH_CONST void *data)
+{
+	EW_MATCH_CONST struct li_match *m = data;
+	unsigned int i;
+
+	if (!gc->label || strcmp(gc->label, m->label) || !gc->names ||
+	    !ew_bound_to(gc->parent, EW_GPIO_DRIVER))
+		return 0;
+	for (i = 0; i < gc->ngpio; i++) {
+		if (gc->names[i] && !strcmp(gc->names[i], m->line)) {
+			*m->offset = i;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Called with li_lock held. */
+static void li_free(void)
+{
+	if (li.irq > 0) {
+		free_irq(li.irq, &li);
+		pr_info("level_irq: freed irq %d of line %s after %d handler runs\n",
+			li.irq, li.line, atomic_read(&li.count));
+	}
+	li.irq = 0;
+	li.disabled = false;
+	if (li.desc)
+		gpiochip_free_own_desc(li.desc);
+	li.desc = NULL;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	if (li.gdev)
+		gpio_device_put(li.gdev);
+	li.gdev = NULL;
+#endif
+}
+
+/* Called with li_lock held. */
+static int li_request(const char *label, const char *line, const char *trigger)
+{
+	struct li_match m = { .label = label, .line = line };
+	struct gpio_chip *gc;
+	unsigned long flags;
+	int offset = -1, irq, ret;
+
+	if (!strcmp(trigger, "level-high"))
+		flags = IRQF_TRIGGER_HIGH;
+	else if (!strcmp(trigger, "level-low"))
+		flags = IRQF_TRIGGER_LOW;
+	else if (!strcmp(trigger, "edge-rising"))
+		flags = IRQF_TRIGGER_RISING;
+	else if (!strcmp(trigger, "edge-falling"))
+		flags = IRQF_TRIGGER_FALLING;
+	else if (!strcmp(trigger, "edge-both"))
+		flags = IRQF_TRIGGER_RISING | IRQF_TRIGGER_FALLING;
+	else
+		return -EINVAL;
+	m.offset = &offset;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	li.gdev = gpio_device_find(&m, li_match_chip);
+	gc = li.gdev ? gpio_device_get_chip(li.gdev) : NULL;
+#else
+	gc = gpiochip_find(&m, li_match_chip);
+#endif
+	if (!gc || offset < 0) {
+		pr_err("level_irq: no %s chip %s with a line %s\n",
+		       EW_GPIO_DRIVER, label, line);
+		ret = -ENODEV;
+		goto err;
+	}
+	li.desc = gpiochip_request_own_desc(gc, offset, "vgn-level-irq",
+					    GPIO_ACTIVE_HIGH, GPIOD_IN);
+	if (IS_ERR(li.desc)) {
+		ret = PTR_ERR(li.desc);
+		li.desc = NULL;
+		pr_err("level_irq: requesting line %s failed: %d\n", line, ret);
+		goto err;
+	}
+	irq = gpiod_to_irq(li.desc);
+	if (irq <= 0) {
+		ret = irq ? irq : -ENXIO;
+		pr_err("level_irq: line %s has no interrupt: %d\n", line, ret);
+		goto err;
+	}
+	atomic_set(&li.count, 0);
+	ret = request_irq(irq, li_handler, flags, "vgn-level-irq", &li);
+	if (ret) {
+		pr_err("level_irq: request_irq(%d, %s) failed: %d\n", irq, trigger, ret);
+		goto err;
+	}
+	li.irq = irq;
+	strscpy(li.line, line, sizeof(li.line));
+	strscpy(li.trigger, trigger, sizeof(li.trigger));
+	pr_info("level_irq: requested irq %d, %s, on %s line %s (offset %d)\n",
+		irq, trigger, label, line, offset);
+	return 0;
+err:
+	li_free();
+	return ret;
+}
+
+static int li_set(const char *val, const struct kernel_param *kp)
+{
+	char buf[96], *p = buf, *cmd, *label, *line, *trigger;
+	int ret = 0;
+
+	strscpy(buf, val, sizeof(buf));
+	cmd = strsep(&p, " \n");
+	mutex_lock(&li_lock);
+	if (!cmd) {
+		ret = -EINVAL;
+	} else if (!strcmp(cmd, "request")) {
+		label = strsep(&p, " \n");
+		line = strsep(&p, " \n");
+		trigger = strsep(&p, " \n");
+		if (li.irq > 0)
+			ret = -EBUSY;
+		else if (!label || !line || !trigger)
+			ret = -EINVAL;
+		else
+			ret = li_request(label, line, trigger);
+	} else if (li.irq <= 0) {
+		ret = -ENOENT;
+	} else if (!strcmp(cmd, "disable")) {
+		if (!li.disabled)
+			disable_irq(li.irq);
+		li.disabled = true;
+	} else if (!strcmp(cmd, "enable")) {
+		if (li.disabled)
+			enable_irq(li.irq);
+		li.disabled = false;
+	} else if (!strcmp(cmd, "free")) {
+		li_free();
+	} else {
+		ret = -EINVAL;
+	}
+	mutex_unlock(&li_lock);
+	return ret;
+}
+
+static int li_get(char *buf, const struct kernel_param *kp)
+{
+	int n;
+
+	mutex_lock(&li_lock);
+	if (li.irq > 0)
+		n = sysfs_emit(buf, "requested line=%s trigger=%s irq=%d disabled=%d count=%d\n",
+			       li.line, li.trigger, li.irq, li.disabled,
+			       atomic_read(&li.count));
+	else
+		n = sysfs_emit(buf, "none count=%d\n", atomic_read(&li.count));
+	mutex_unlock(&li_lock);
+	return n;
+}
+
+static const struct kernel_param_ops li_ops = {
+	.set = li_set,
+	.get = li_get,
+};
+module_param_cb(level_irq, &li_ops, NULL, 0644);
+MODULE_PARM_DESC(level_irq, "Write: request <label> <line> <trigger> | disable | enable | free. Read: the state and the handler runs.");
+
 static int __init ew_init(void)
 {
-	int ret;
+	int ret = 0;
 
-	mutex_lock(&ew_lock);
-	ret = ew_wire();
-	mutex_unlock(&ew_lock);
+	if (wire) {
+		mutex_lock(&ew_lock);
+		ret = ew_wire();
+		mutex_unlock(&ew_lock);
+	}
 	if (ret)
 		return ret;
 	WRITE_ONCE(ew_ready, true);
@@ -304,6 +512,9 @@ static int __init ew_init(void)
 static void __exit ew_exit(void)
 {
 	WRITE_ONCE(ew_ready, false);
+	mutex_lock(&li_lock);
+	li_free();
+	mutex_unlock(&li_lock);
 	mutex_lock(&ew_lock);
 	ew_unwire();
 	mutex_unlock(&ew_lock);
@@ -312,5 +523,5 @@ static void __exit ew_exit(void)
 module_init(ew_init);
 module_exit(ew_exit);
 
-MODULE_DESCRIPTION("Wire a 24c32 on virtio-i2c to the virtio-gpio \"wp\" line");
+MODULE_DESCRIPTION("Wire a 24c32 on virtio-i2c to the virtio-gpio \"wp\" line; a level-interrupt consumer");
 MODULE_LICENSE("GPL");
