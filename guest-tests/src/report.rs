@@ -290,6 +290,7 @@ mod tests {
             function: "gpiod_free".into(),
             trace: vec!["release_nodes".into()],
             headline: "WARNING: <&>".into(),
+            ..Splat::default()
         }];
         r.gpio_virtio_refcnt = Some(0);
         r.eeprom_write = WriteOutcome::Landed;
