@@ -9,6 +9,7 @@
 //! - [`console`]: following the serial console file, `VGN-MARK:` markers.
 //! - [`ktap`]: parsing the runner's KTAP output.
 //! - [`classify`]: kernel reports and gpiolib lines on the console.
+//! - [`symbolize`]: report frames resolved to file:line with the variant's objects.
 //! - [`expect`]: the expected outcomes (`expected.toml`) and the comparison.
 //! - [`qmp`]: hot-unplug and replug through QMP.
 //! - [`reproduce`]: one run end to end (backends, QEMU, markers, judgement).
@@ -24,4 +25,5 @@ pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod reproduce;
+pub mod symbolize;
 pub mod variants;
