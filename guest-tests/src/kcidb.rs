@@ -10,8 +10,8 @@
 //! report title alone (`<origin>:title-<hash>`), so the same splat in two submissions is one
 //! issue with two incidents.
 //!
-//! Test status follows the schema's meaning (its priority order is FAIL > ERROR > MISS > PASS
-//! > DONE > SKIP): a run that matched its expectation is PASS, one that differed is FAIL, one
+//! Test status follows the schema's meaning (its priority order is FAIL, ERROR, MISS, PASS,
+//! DONE, SKIP): a run that matched its expectation is PASS, one that differed is FAIL, one
 //! the harness could not finish is ERROR, one that never ran because QEMU or a backend did not
 //! start is MISS, one run with no expectation for that kernel ("observed") is DONE, and one
 //! skipped as not applicable is SKIP.
