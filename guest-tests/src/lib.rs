@@ -10,6 +10,7 @@
 //! - [`ktap`]: parsing the runner's KTAP output.
 //! - [`classify`]: kernel reports and gpiolib lines on the console.
 //! - [`symbolize`]: report frames resolved to file:line with the variant's objects.
+//! - [`html`]: `report.html`, the matrix as one self-contained page.
 //! - [`kcidb`]: the matrix as a KCIDB document (checkouts, builds, tests, issues).
 //! - [`expect`]: the expected outcomes (`expected.toml`) and the comparison.
 //! - [`qmp`]: hot-unplug and replug through QMP.
@@ -21,6 +22,7 @@ pub mod bench;
 pub mod classify;
 pub mod console;
 pub mod expect;
+pub mod html;
 pub mod kcidb;
 pub mod ktap;
 pub mod qemu;
