@@ -9,6 +9,7 @@
 //! - [`console`]: following the serial console file, `VGN-MARK:` markers.
 //! - [`ktap`]: parsing the runner's KTAP output.
 //! - [`classify`]: kernel reports and gpiolib lines on the console.
+//! - [`shard`]: `--shard K/N`, merging shards' reports, and the exit status.
 //! - [`symbolize`]: report frames resolved to file:line with the variant's objects.
 //! - [`html`]: `report.html`, the matrix as one self-contained page.
 //! - [`kcidb`]: the matrix as a KCIDB document (checkouts, builds, tests, issues).
@@ -29,5 +30,6 @@ pub mod qemu;
 pub mod qmp;
 pub mod report;
 pub mod reproduce;
+pub mod shard;
 pub mod symbolize;
 pub mod variants;
