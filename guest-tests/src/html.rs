@@ -369,6 +369,9 @@ mod tests {
             &["unbind", "irq"],
             &cells,
         );
+        if let Some(path) = std::env::var_os("VGN_HTML_SAMPLE") {
+            std::fs::write(path, &page).unwrap();
+        }
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert_eq!(page.matches("<td class=\"expected\"").count(), 1);
         assert_eq!(page.matches("<td class=\"differs\"").count(), 1);
