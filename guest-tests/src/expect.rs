@@ -349,7 +349,7 @@ mod tests {
             location: format!("{file}:100"),
             function: function.into(),
             trace: trace.iter().map(|s| s.to_string()).collect(),
-            headline: String::new(),
+            ..Splat::default()
         }
     }
 

@@ -12,6 +12,10 @@
 //! - [`scenario`]: scenario files (`guest-tests/scenarios/*.toml`), the guest's step list,
 //!   and the interpreter that answers the guest's marks and collects results.
 //! - [`observe`]: what a run observed, one type for progress, report and expectation.
+//! - [`shard`]: `--shard K/N`, merging shards' reports, and the exit status.
+//! - [`symbolize`]: report frames resolved to file:line with the variant's objects.
+//! - [`html`]: `report.html`, the matrix as one self-contained page.
+//! - [`kcidb`]: the matrix as a KCIDB document (checkouts, builds, tests, issues).
 //! - [`expect`]: the expected outcomes (`expected.toml`) and the comparison.
 //! - [`qmp`]: hot-unplug and replug through QMP.
 //! - [`run`]: one run in stages (run dir, backends, guest, follow the console, teardown).
@@ -25,6 +29,8 @@ pub mod boot;
 pub mod classify;
 pub mod console;
 pub mod expect;
+pub mod html;
+pub mod kcidb;
 pub mod ktap;
 pub mod observe;
 pub mod qemu;
@@ -33,6 +39,8 @@ pub mod report;
 pub mod reproduce;
 pub mod run;
 pub mod scenario;
+pub mod shard;
+pub mod symbolize;
 pub mod variants;
 
 /// An error and its causes, `: `-separated, each printed once.

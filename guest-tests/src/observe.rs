@@ -180,6 +180,7 @@ mod tests {
             function: "gpiod_free".into(),
             trace: vec!["release_nodes".into()],
             headline: "WARNING".into(),
+            ..Splat::default()
         });
         o
     }

@@ -352,6 +352,7 @@ mod tests {
             function: "gpiod_free".into(),
             trace: vec!["release_nodes".into()],
             headline: "WARNING: <&>".into(),
+            ..Splat::default()
         }];
         r.observations
             .set("gpio_virtio_refcnt", Some(Value::Int(0)));
