@@ -249,12 +249,44 @@ fn pick(given: &[String], all: &[&str], what: &'static str) -> Result<Vec<String
 }
 
 impl RunArgs {
-    /// The named variants, each built.
-    fn built(&self, names: &[String]) -> Result<Vec<Variant>, MainError> {
-        let cache = match &self.cache {
+    fn cache(&self) -> Result<PathBuf, MainError> {
+        Ok(match &self.cache {
             Some(c) => c.clone(),
             None => variants::cache_root()?,
+        })
+    }
+
+    /// The kernels given, each a variant of variants.conf or a kernel of the user's own
+    /// built into the cache (whose origin is then printed); every variant of variants.conf
+    /// when none is given.
+    fn pick_kernels(&self, given: &[String], conf: &Conf) -> Result<Vec<String>, MainError> {
+        let cache = self.cache()?;
+        let own = variants::own_kernels(&cache);
+        let mut known: Vec<&str> = conf.names().collect();
+        known.extend(own.iter().map(|(n, _)| n.as_str()));
+        let picked = if given.is_empty() {
+            conf.names().map(str::to_string).collect()
+        } else {
+            pick(given, &known, "kernel variant")?
         };
+        for (name, origin) in own.iter().filter(|(n, _)| picked.contains(n)) {
+            let describe =
+                std::fs::read_to_string(cache.join("variants").join(name).join("describe"))
+                    .unwrap_or_default();
+            eprintln!("[reproduce] {name}: a kernel of your own");
+            for line in origin.lines().filter(|l| !l.is_empty()) {
+                eprintln!("[reproduce]   {line}");
+            }
+            if !describe.trim().is_empty() {
+                eprintln!("[reproduce]   describe: {}", describe.trim());
+            }
+        }
+        Ok(picked)
+    }
+
+    /// The named variants, each built.
+    fn built(&self, names: &[String]) -> Result<Vec<Variant>, MainError> {
+        let cache = self.cache()?;
         let mut built = Vec::new();
         for k in names {
             let v = variants::variant(&cache, k)?;
@@ -313,8 +345,7 @@ fn run_bench(a: &BenchArgs) -> Result<bool, MainError> {
 
     let conf = a.run.files.conf()?;
     let scenario = scenario_of_kind(&a.run.files, FileKind::Bench, "bench")?;
-    let known: Vec<&str> = conf.names().collect();
-    let built = a.run.built(&pick(&a.kernels, &known, "kernel variant")?)?;
+    let built = a.run.built(&a.run.pick_kernels(&a.kernels, &conf)?)?;
     let seconds = Duration::from_secs(a.seconds);
     let mut opts = a.run.options(&a.out_dir, a.run_timeout, 60)?;
     opts.append = format!("vgn.bench_seconds={}", a.seconds);
@@ -391,8 +422,7 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
     let scenarios = pick_scenarios(a)?;
     let expectations = Expectations::load(&a.expected)?;
     expectations.check(&scenarios)?;
-    let known: Vec<&str> = conf.names().collect();
-    let kernels = pick(&a.kernels, &known, "kernel variant")?;
+    let kernels = a.run.pick_kernels(&a.kernels, &conf)?;
     let built = a.run.built(&kernels)?;
     let mut opts = a.run.options(&a.out_dir, a.run_timeout, a.guest_timeout)?;
     opts.jobs = a.jobs.max(1);

@@ -191,6 +191,26 @@ pub fn variant(cache: &Path, name: &str) -> Result<Variant, VariantError> {
     })
 }
 
+/// The kernels of the user's own that `scripts/build-guest` built into the cache
+/// (`--kernel-tree`, `--patches`, `--kernel-image`): variants whose `origin` file says a kind
+/// other than `builtin`, each with that file's text, by name.
+pub fn own_kernels(cache: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(cache.join("variants")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let origin = std::fs::read_to_string(e.path().join("origin")).ok()?;
+            let kind = origin.lines().find_map(|l| l.strip_prefix("kind: "))?;
+            (kind.trim() != "builtin").then_some((name, origin))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Every variant of the cache that has a bzImage and an initramfs, in `conf` order.
 pub fn built_variants(cache: &Path, conf: &Conf) -> Result<Vec<Variant>, VariantError> {
     let dir = cache.join("variants");
@@ -301,5 +321,26 @@ mod tests {
         assert!(built_variants(&tmp.path().join("none"), &conf())
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn own_kernels_are_the_non_builtin_origins() {
+        let cache = tempfile::tempdir().unwrap();
+        for (name, kind) in [
+            ("6.1-baseline", "builtin"),
+            ("tree-linux-ab12", "tree"),
+            ("image-7.3.0-cd34", "image"),
+        ] {
+            let d = cache.path().join("variants").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("origin"), format!("variant: {name}\nkind: {kind}\n")).unwrap();
+        }
+        std::fs::create_dir_all(cache.path().join("variants/no-origin")).unwrap();
+        let own: Vec<String> = own_kernels(cache.path())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(own, ["image-7.3.0-cd34", "tree-linux-ab12"]);
+        assert!(own_kernels(&cache.path().join("missing")).is_empty());
     }
 }
