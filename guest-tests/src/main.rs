@@ -822,6 +822,42 @@ mod tests {
     }
 
     #[test]
+    fn cli_parses_shards_kcidb_and_merge() {
+        let r = reproduce(&["--shard", "2/3", "--kcidb", "k.json"]);
+        assert_eq!(r.shard, Shard { index: 2, count: 3 });
+        assert_eq!(r.kcidb.kcidb_origin, "vhost_gpio_nvmem");
+        assert_eq!(reproduce(&[]).shard, Shard::WHOLE);
+        assert!(Cli::try_parse_from(["guest-tests", "reproduce", "--shard", "3/2"]).is_err());
+        let Cmd::Merge(m) = Cli::try_parse_from(["guest-tests", "merge", "a", "b", "--out", "c"])
+            .unwrap()
+            .cmd
+        else {
+            panic!("not merge")
+        };
+        assert_eq!(m.dirs, [PathBuf::from("a"), PathBuf::from("b")]);
+        assert!(Cli::try_parse_from(["guest-tests", "merge"]).is_err());
+        // A bad origin is a usage error, before anything runs.
+        let e = run_reproduce(&reproduce(&[
+            "--kcidb",
+            "k.json",
+            "--kcidb-origin",
+            "Bad-Origin",
+        ]))
+        .unwrap_err();
+        assert_eq!(e.exit(), Exit::Usage);
+        assert!(e.to_string().contains("Bad-Origin"), "{e}");
+    }
+
+    #[test]
+    fn errors_before_any_run_exit_2_or_3() {
+        let e = run_reproduce(&reproduce(&["--kernel", "5.4-vintage"])).unwrap_err();
+        assert_eq!(e.exit(), Exit::Usage);
+        // No kernel built in this cache: the infrastructure.
+        let e = run_reproduce(&reproduce(&["--kernel", "6.1-baseline"])).unwrap_err();
+        assert_eq!(e.exit(), Exit::Infrastructure, "{e}");
+    }
+
+    #[test]
     fn cli_parses_bench() {
         let c = Cli::try_parse_from(["guest-tests", "bench"]).unwrap();
         let Cmd::Bench(b) = c.cmd else {
