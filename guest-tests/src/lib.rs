@@ -26,6 +26,7 @@
 
 pub mod bench;
 pub mod boot;
+pub mod ci;
 pub mod classify;
 pub mod console;
 pub mod expect;

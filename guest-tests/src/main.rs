@@ -14,15 +14,20 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use guest_tests::ci::{self, CiError, KcidbOut};
+use guest_tests::kcidb::{KcidbError, Submitter};
 use guest_tests::qemu::{self, Accel, QemuError};
+use guest_tests::report::RunReport;
 use guest_tests::scenario::{self, FileKind, Scenario, ScenarioError};
+use guest_tests::shard::{self, Exit, Shard, ShardError, EXIT_CODES_HELP};
 use guest_tests::variants::{self, Conf, Variant, VariantError};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "guest-tests",
     version,
-    about = "Boot the guest kernel variants in QEMU and check the scenario runner"
+    about = "Boot the guest kernel variants in QEMU and check the scenario runner",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,10 +41,16 @@ enum Cmd {
     Boot(BootArgs),
     /// The end-to-end reproduction: every variant in every scenario (the files of
     /// the scenario directory, and --scenario-file); prints a table, writes
-    /// report.json, a JUnit XML and the logs of each run; exits 1 when any run
-    /// differs from expected.toml (a run with no entry there is "observed"), 2 on
-    /// a bad scenario file or option.
+    /// report.json, a JUnit XML, report.html, the logs of each run and, with
+    /// --kcidb, a KCIDB document; a run with no entry in expected.toml is
+    /// "observed". --shard K/N runs one part of the matrix.
+    #[command(after_help = EXIT_CODES_HELP)]
     Reproduce(ReproduceArgs),
+    /// Merge the report.json of several (sharded) reproductions into one table,
+    /// report.json, JUnit XML, report.html and, with --kcidb, KCIDB document, with
+    /// the runs' logs copied beside them; exits like a single run would.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Merge(MergeArgs),
     /// Guest-side benchmarks: boot a kernel with both backends and time, from guest user
     /// space, GPIO set/get round trips through the GPIO character device and whole-EEPROM
     /// nvmem reads and writes, once per write cycle time; prints a table, writes bench.json.
@@ -145,8 +156,80 @@ struct ReproduceArgs {
     /// Where the report and logs go.
     #[arg(long, default_value = "target/reproduce", value_name = "DIR")]
     out_dir: PathBuf,
+    /// Run only part K of N of the kernel x scenario matrix (a deterministic split:
+    /// N jobs given the same kernels and scenarios run every pair once between them;
+    /// merge their reports with `guest-tests merge`).
+    #[arg(long, value_name = "K/N", default_value = "1/1")]
+    shard: Shard,
+    #[command(flatten)]
+    kcidb: KcidbArgs,
     #[command(flatten)]
     run: RunArgs,
+}
+
+/// The KCIDB document's file and ids.
+#[derive(Debug, Args)]
+struct KcidbArgs {
+    /// Also write the results as a KCIDB (v5.3) JSON document to FILE.
+    #[arg(long, value_name = "FILE")]
+    kcidb: Option<PathBuf>,
+    /// KCIDB origin (the CI system's name, [a-z0-9_]+).
+    #[arg(long, default_value = "vhost_gpio_nvmem", value_name = "ORIGIN")]
+    kcidb_origin: String,
+    /// KCIDB submission id, part of every id (default: the UTC time, like 2026-12-02T071500Z).
+    #[arg(long, value_name = "ID")]
+    kcidb_submission: Option<String>,
+    /// Where the run directory's files are served: log URLs are this plus a file name
+    /// (default: file://<absolute run dir>/).
+    #[arg(long, value_name = "URL")]
+    kcidb_url_base: Option<String>,
+}
+
+impl KcidbArgs {
+    /// What to write, if asked: the logs are in `dir`, the builds in `cache`.
+    fn out(&self, dir: &Path, cache: &Option<PathBuf>) -> Result<Option<KcidbOut>, MainError> {
+        let Some(path) = &self.kcidb else {
+            return Ok(None);
+        };
+        let abs = std::path::absolute(dir).map_err(|source| MainError::Io {
+            what: "resolving",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let url = self
+            .kcidb_url_base
+            .clone()
+            .unwrap_or_else(|| format!("file://{}/", abs.display()));
+        let submission = self
+            .kcidb_submission
+            .clone()
+            .unwrap_or_else(ci::default_submission);
+        let who = Submitter::new(&self.kcidb_origin, &submission, &url)?;
+        let cache = match cache {
+            Some(c) => c.clone(),
+            None => variants::cache_root()?,
+        };
+        Ok(Some(KcidbOut {
+            path: path.clone(),
+            who,
+            variants_dir: cache.join("variants"),
+        }))
+    }
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// Run directories (each with a report.json and the runs' logs).
+    #[arg(required = true, value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Where the merged report goes (the runs' logs are copied there).
+    #[arg(long, default_value = "target/merged", value_name = "DIR")]
+    out: PathBuf,
+    /// Cache root, for the builds of the KCIDB document (default: as for reproduce).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    #[command(flatten)]
+    kcidb: KcidbArgs,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +294,32 @@ enum MainError {
     },
     #[error("{0} not found: build it (cargo build --release -p {1}) or pass --{1}")]
     MissingBinary(PathBuf, &'static str),
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error(transparent)]
+    Kcidb(#[from] KcidbError),
+    #[error(transparent)]
+    Ci(#[from] CiError),
+    #[error("reading {path}")]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl MainError {
+    /// The exit status of an error: the infrastructure (a kernel not built, QEMU or a
+    /// backend missing or not starting) is 3; the rest is a usage or file error, 2.
+    fn exit(&self) -> Exit {
+        match self {
+            MainError::Qemu(_) | MainError::Boot(_) | MainError::MissingBinary(..) => {
+                Exit::Infrastructure
+            }
+            MainError::Variant(VariantError::NotBuilt { .. }) => Exit::Infrastructure,
+            _ => Exit::Usage,
+        }
+    }
 }
 
 /// A binary of this workspace beside the running one.
@@ -414,53 +523,147 @@ fn pick_scenarios(a: &ReproduceArgs) -> Result<Vec<Scenario>, MainError> {
     Ok(out)
 }
 
-fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
+fn run_reproduce(a: &ReproduceArgs) -> Result<Exit, MainError> {
     use guest_tests::expect::Expectations;
-    use guest_tests::{report, reproduce};
+    use guest_tests::reproduce;
 
     let conf = a.run.files.conf()?;
     let scenarios = pick_scenarios(a)?;
     let expectations = Expectations::load(&a.expected)?;
     expectations.check(&scenarios)?;
     let kernels = a.run.pick_kernels(&a.kernels, &conf)?;
+    let kcidb = a.kcidb.out(&a.out_dir, &a.run.cache)?;
     let built = a.run.built(&kernels)?;
     let mut opts = a.run.options(&a.out_dir, a.run_timeout, a.guest_timeout)?;
     opts.jobs = a.jobs.max(1);
+    let mine = a.shard.select(
+        &kernels,
+        &scenarios.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+    );
+    let qemu_version = qemu::version(&a.run.qemu)?;
     eprintln!(
-        "[reproduce] {} kernel(s) x {} scenario(s), {} at a time, {}; logs in {}",
+        "[reproduce] {} kernel(s) x {} scenario(s), shard {}: {} run(s), {} at a time, {}; logs in {}",
         built.len(),
         scenarios.len(),
+        a.shard,
+        mine.len(),
         opts.jobs,
-        qemu::version(&a.run.qemu)?,
+        qemu_version,
         a.out_dir.display()
     );
-    let runs = reproduce::run_all(&built, &scenarios, &expectations, &opts);
-    let json = a.out_dir.join("report.json");
-    report::write_json(&json, &runs).map_err(|source| MainError::Io {
-        what: "writing",
-        path: json.clone(),
-        source,
-    })?;
-    let junit = a.out_dir.join("report.junit.xml");
-    std::fs::write(&junit, report::junit(&runs)).map_err(|source| MainError::Io {
-        what: "writing",
-        path: junit.clone(),
-        source,
-    })?;
-    println!("{}", report::table(&runs));
+    let runs = reproduce::run_all(&built, &scenarios, &expectations, &opts, a.shard);
+    let meta = format!(
+        "shard {} of the {} kernel(s) x {} scenario(s) matrix: {} run(s); {}",
+        a.shard,
+        built.len(),
+        scenarios.len(),
+        runs.len(),
+        qemu_version
+    );
+    finish(&a.out_dir, &runs, &meta, kcidb.as_ref())
+}
+
+/// Writes the outputs of `runs` into `dir`, prints the table and the summary and returns
+/// the exit status.
+fn finish(
+    dir: &Path,
+    runs: &[RunReport],
+    meta: &str,
+    kcidb: Option<&KcidbOut>,
+) -> Result<Exit, MainError> {
+    use guest_tests::report;
+
+    let written = ci::write_outputs(dir, runs, meta, kcidb)?;
+    println!("{}", report::table(runs));
     let unexpected = runs.iter().filter(|r| r.unexpected()).count();
     let observed = runs
         .iter()
         .filter(|r| r.verdict == report::Verdict::Observed)
         .count();
+    let infra = runs.iter().filter(|r| r.infrastructure.is_some()).count();
+    for r in runs {
+        if let Some(i) = &r.infrastructure {
+            println!("infrastructure: {} {}: {i}", r.kernel, r.scenario);
+        }
+    }
     println!(
-        "{} run(s), {} as expected, {unexpected} unexpected, {observed} observed (no expectation); report: {}, {}",
+        "{meta}\n{} run(s), {} as expected, {unexpected} unexpected ({infra} infrastructure), {observed} observed (no expectation); report: {}",
         runs.len(),
         runs.len() - unexpected - observed,
-        json.display(),
-        junit.display()
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    Ok(unexpected == 0)
+    Ok(ci::exit_of(runs))
+}
+
+fn run_merge(a: &MergeArgs) -> Result<Exit, MainError> {
+    let mut parts = Vec::new();
+    for d in &a.dirs {
+        let path = d.join("report.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| MainError::Io {
+            what: "reading",
+            path: path.clone(),
+            source,
+        })?;
+        let runs: Vec<RunReport> =
+            serde_json::from_str(&text).map_err(|source| MainError::Report {
+                path: path.clone(),
+                source,
+            })?;
+        parts.push(runs);
+    }
+    let runs = shard::merge(parts, |r: &RunReport| {
+        (r.kernel.clone(), r.scenario.clone())
+    })?;
+    std::fs::create_dir_all(&a.out).map_err(|source| MainError::Io {
+        what: "creating",
+        path: a.out.clone(),
+        source,
+    })?;
+    // The runs' logs, beside the merged report (the page and the KCIDB URLs name them).
+    let out_abs = std::path::absolute(&a.out).ok();
+    for d in &a.dirs {
+        if std::path::absolute(d).ok() == out_abs {
+            continue;
+        }
+        let entries = std::fs::read_dir(d).map_err(|source| MainError::Io {
+            what: "reading",
+            path: d.clone(),
+            source,
+        })?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let keep = name.to_str().is_some_and(|n| {
+                n.ends_with(".log")
+                    && runs
+                        .iter()
+                        .any(|r| n.starts_with(&format!("{}--{}.", r.kernel, r.scenario)))
+            });
+            if keep {
+                let to = a.out.join(&name);
+                std::fs::copy(e.path(), &to).map_err(|source| MainError::Io {
+                    what: "copying to",
+                    path: to.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    let kcidb = a.kcidb.out(&a.out, &a.cache)?;
+    let meta = format!(
+        "merged from {} report(s): {}: {} run(s)",
+        a.dirs.len(),
+        a.dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        runs.len()
+    );
+    finish(&a.out, &runs, &meta, kcidb.as_ref())
 }
 
 fn run_boot(a: &BootArgs) -> Result<bool, MainError> {
@@ -482,17 +685,18 @@ fn run_boot(a: &BootArgs) -> Result<bool, MainError> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    let pass_fail = |ok: bool| if ok { Exit::AsExpected } else { Exit::Differs };
     let res = match &cli.cmd {
-        Cmd::Boot(a) => run_boot(a),
+        Cmd::Boot(a) => run_boot(a).map(pass_fail),
         Cmd::Reproduce(a) => run_reproduce(a),
-        Cmd::Bench(a) => run_bench(a),
+        Cmd::Merge(a) => run_merge(a),
+        Cmd::Bench(a) => run_bench(a).map(pass_fail),
     };
     match res {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("guest-tests: error: {}", guest_tests::error_chain(&e));
-            ExitCode::from(2)
+            ExitCode::from(e.exit().code())
         }
     }
 }
@@ -645,6 +849,42 @@ mod tests {
             e.to_string().contains("scenario 'irq' is already defined"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cli_parses_shards_kcidb_and_merge() {
+        let r = reproduce(&["--shard", "2/3", "--kcidb", "k.json"]);
+        assert_eq!(r.shard, Shard { index: 2, count: 3 });
+        assert_eq!(r.kcidb.kcidb_origin, "vhost_gpio_nvmem");
+        assert_eq!(reproduce(&[]).shard, Shard::WHOLE);
+        assert!(Cli::try_parse_from(["guest-tests", "reproduce", "--shard", "3/2"]).is_err());
+        let Cmd::Merge(m) = Cli::try_parse_from(["guest-tests", "merge", "a", "b", "--out", "c"])
+            .unwrap()
+            .cmd
+        else {
+            panic!("not merge")
+        };
+        assert_eq!(m.dirs, [PathBuf::from("a"), PathBuf::from("b")]);
+        assert!(Cli::try_parse_from(["guest-tests", "merge"]).is_err());
+        // A bad origin is a usage error, before anything runs.
+        let e = run_reproduce(&reproduce(&[
+            "--kcidb",
+            "k.json",
+            "--kcidb-origin",
+            "Bad-Origin",
+        ]))
+        .unwrap_err();
+        assert_eq!(e.exit(), Exit::Usage);
+        assert!(e.to_string().contains("Bad-Origin"), "{e}");
+    }
+
+    #[test]
+    fn errors_before_any_run_exit_2_or_3() {
+        let e = run_reproduce(&reproduce(&["--kernel", "5.4-vintage"])).unwrap_err();
+        assert_eq!(e.exit(), Exit::Usage);
+        // No kernel built in this cache: the infrastructure.
+        let e = run_reproduce(&reproduce(&["--kernel", "6.1-baseline"])).unwrap_err();
+        assert_eq!(e.exit(), Exit::Infrastructure, "{e}");
     }
 
     #[test]

@@ -55,6 +55,13 @@ pub struct RunReport {
     pub stage_seconds: std::collections::BTreeMap<String, f64>,
     /// File name of the console log, beside the report.
     pub console_log: String,
+    /// When the run started (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// Why the run is an infrastructure failure (QEMU or a backend did not start, or the
+    /// guest never reached its first marker), if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<String>,
 }
 
 impl RunReport {
@@ -74,6 +81,8 @@ impl RunReport {
             seconds: 0.0,
             stage_seconds: Default::default(),
             console_log: console_log.to_string(),
+            started: None,
+            infrastructure: None,
         }
     }
 

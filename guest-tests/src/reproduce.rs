@@ -12,6 +12,7 @@ use crate::expect::{Expectation, Expectations};
 use crate::report::{RunReport, Verdict};
 use crate::run::{self, Options, RunDir};
 use crate::scenario::Scenario;
+use crate::shard::Shard;
 use crate::variants::Variant;
 
 /// Runs one kernel variant in one scenario and judges it (no expectation: observed only).
@@ -23,6 +24,7 @@ pub fn run_one(
     opts: &Options,
 ) -> RunReport {
     let start = Instant::now();
+    let started = std::time::SystemTime::now();
     let stem = format!("{}--{}", variant.name, scenario.name);
     let mut report = RunReport::new(
         &variant.name,
@@ -45,6 +47,17 @@ pub fn run_one(
             report.ended = format!("harness error: {}", crate::error_chain(&e));
             true
         }
+    };
+    report.started = Some(humantime::format_rfc3339_seconds(started).to_string());
+    report.infrastructure = if harness_error {
+        Some(report.ended.clone())
+    } else if !reached_first_marker(&opts.out_dir.join(&report.console_log)) {
+        Some(format!(
+            "the guest never reached its first marker ({})",
+            report.ended
+        ))
+    } else {
+        None
     };
     // Every run of a report has the same fields: the results of every scenario in it.
     report.observations.declare(declared);
@@ -73,17 +86,32 @@ pub fn run_one(
     report
 }
 
-/// Runs every (variant, scenario) pair, `opts.jobs` at a time, reporting progress on stderr.
+/// Whether the console log shows the runner's first marker (the guest booted into it).
+fn reached_first_marker(console_log: &std::path::Path) -> bool {
+    let marker = format!("VGN-MARK: {}", crate::console::RUNNER_START);
+    std::fs::read(console_log)
+        .map(|b| String::from_utf8_lossy(&b).contains(&marker))
+        .unwrap_or(false)
+}
+
+/// Runs the (variant, scenario) pairs of `shard`, `opts.jobs` at a time, reporting progress
+/// on stderr.
 pub fn run_all(
     variants: &[Variant],
     scenarios: &[Scenario],
     expectations: &Expectations,
     opts: &Options,
+    shard: Shard,
 ) -> Vec<RunReport> {
     let declared: Vec<_> = scenarios.iter().flat_map(Scenario::results).collect();
+    let mine = shard.select(
+        &variants.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
+        &scenarios.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+    );
     let work: Vec<(Variant, Scenario)> = variants
         .iter()
         .flat_map(|v| scenarios.iter().map(move |s| (v.clone(), s.clone())))
+        .filter(|(v, s)| mine.contains(&(v.name.clone(), s.name.clone())))
         .collect();
     let total = work.len();
     let queue = Arc::new(Mutex::new(
