@@ -404,7 +404,8 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<bool, MainError> {
         qemu::version(&a.run.qemu)?,
         a.out_dir.display()
     );
-    let runs = reproduce::run_all(&built, &scenarios, &expectations, &opts);
+    let mut runs = reproduce::run_all(&built, &scenarios, &expectations, &opts);
+    report::group_titles(&mut runs);
     let json = a.out_dir.join("report.json");
     report::write_json(&json, &runs).map_err(|source| MainError::Io {
         what: "writing",

@@ -65,7 +65,7 @@ struct Object {
 type Batch = (PathBuf, Option<String>);
 
 /// How many frames a call resolved.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     /// Frames that got a `file:line`.
     pub resolved: usize,
