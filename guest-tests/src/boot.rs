@@ -94,6 +94,7 @@ fn boot_one(v: &Variant, args: &Config, run_dir: &Path) -> Result<BootOutcome, B
     let mut cfg = QemuConfig::new(&v.bzimage(), &initrd, run_dir, &args.scenario.name);
     cfg.binary = args.qemu.clone();
     cfg.accel = args.accel;
+    cfg.memory_mib = v.memory_mib();
     if let Some(extra) = &args.append {
         cfg.append.push(' ');
         cfg.append.push_str(extra);

@@ -45,6 +45,8 @@ pub const RESERVED_MARKERS: &[&str] = &[
     "rmmod-end",
     "rewire-begin",
     "alive",
+    "kmemleak-scan",
+    "kmemleak-scanned",
 ];
 
 /// Whether `name` is one of [`RESERVED_MARKERS`].

@@ -65,8 +65,13 @@ pub enum ExpectError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedSplat {
-    /// Kind, as [`Splat::kind`].
-    pub kind: String,
+    /// Kind, as [`Splat::kind`]; may be left out where `title` is given.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The report's title, exactly ([`Splat::title`]: "KASAN: slab-use-after-free Read in
+    /// gpiod_free", "WARNING in gpiod_free").
+    #[serde(default)]
+    pub title: Option<String>,
     /// Source file of the report's location (`drivers/gpio/gpiolib.c`); for reports printed
     /// without one, not given.
     #[serde(default)]
@@ -82,8 +87,11 @@ pub struct ExpectedSplat {
 impl ExpectedSplat {
     /// Why `actual` is not this report, or None if it is.
     pub fn mismatch(&self, actual: &Splat) -> Option<String> {
-        if self.kind != actual.kind {
-            return Some(format!("kind {} instead of {}", actual.kind, self.kind));
+        if let Some(kind) = self.kind.as_ref().filter(|k| **k != actual.kind) {
+            return Some(format!("kind {} instead of {kind}", actual.kind));
+        }
+        if let Some(title) = self.title.as_ref().filter(|t| **t != actual.title) {
+            return Some(format!("\"{}\" instead of \"{title}\"", actual.title));
         }
         if let Some(file) = &self.file {
             let actual_file = actual.location.split(':').next().unwrap_or("");
@@ -189,7 +197,7 @@ impl Expectation {
                 self.splats.len(),
                 splats
                     .iter()
-                    .map(|s| format!("{} in {} at {}", s.kind, s.function, s.location))
+                    .map(|s| format!("\"{}\" at {}", s.title, s.location))
                     .collect::<Vec<_>>()
                     .join("; ")
             ));
@@ -267,6 +275,18 @@ impl Expectations {
         })?;
         let mut seen = std::collections::HashSet::new();
         for e in &file.run {
+            if e.splats
+                .iter()
+                .any(|s| s.kind.is_none() && s.title.is_none())
+            {
+                return Err(ExpectError::Parse {
+                    path: path.to_string(),
+                    message: format!(
+                        "{} {}: a splat entry needs a kind or a title",
+                        e.kernel, e.scenario
+                    ),
+                });
+            }
             if !seen.insert((e.kernel.clone(), e.scenario.clone())) {
                 return Err(ExpectError::Duplicate {
                     path: path.to_string(),
@@ -398,6 +418,29 @@ why = "the 2020 double put"
     fn a_matching_run_is_expected() {
         let splats = the_warning();
         assert_eq!(entry(ONE).compare(&observed(&splats)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_title_is_matched_exactly() {
+        let by_title = ONE.replace(
+            r#"{ kind = "warning", file"#,
+            r#"{ title = "WARNING in gpiod_put", file"#,
+        );
+        let mut splats = the_warning();
+        splats[0].title = "WARNING in gpiod_put".into();
+        assert_eq!(
+            entry(&by_title).compare(&observed(&splats)),
+            Vec::<String>::new()
+        );
+        splats[0].title = "WARNING in gpiod_free".into();
+        let d = entry(&by_title).compare(&observed(&splats));
+        assert_eq!(
+            d,
+            ["report 1: \"WARNING in gpiod_free\" instead of \"WARNING in gpiod_put\""]
+        );
+        let neither = ONE.replace(r#"kind = "warning", "#, "");
+        let e = Expectations::parse(&neither, "t").unwrap_err().to_string();
+        assert!(e.contains("needs a kind or a title"), "{e}");
     }
 
     #[test]

@@ -551,7 +551,8 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<Exit, MainError> {
         qemu_version,
         a.out_dir.display()
     );
-    let runs = reproduce::run_all(&built, &scenarios, &expectations, &opts, a.shard);
+    let mut runs = reproduce::run_all(&built, &scenarios, &expectations, &opts, a.shard);
+    guest_tests::report::group_titles(&mut runs);
     let meta = format!(
         "shard {} of the {} kernel(s) x {} scenario(s) matrix: {} run(s); {}",
         a.shard,
@@ -615,9 +616,11 @@ fn run_merge(a: &MergeArgs) -> Result<Exit, MainError> {
             })?;
         parts.push(runs);
     }
-    let runs = shard::merge(parts, |r: &RunReport| {
+    let mut runs = shard::merge(parts, |r: &RunReport| {
         (r.kernel.clone(), r.scenario.clone())
     })?;
+    // Each shard grouped its own titles; the merged report groups them across all runs.
+    guest_tests::report::group_titles(&mut runs);
     std::fs::create_dir_all(&a.out).map_err(|source| MainError::Io {
         what: "creating",
         path: a.out.clone(),

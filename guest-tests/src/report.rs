@@ -3,6 +3,7 @@
 //! The reproduction's report: one record per run, written as JSON, as JUnit XML for CI
 //! systems, and as a table for people.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -62,6 +63,16 @@ pub struct RunReport {
     /// guest never reached its first marker), if it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub infrastructure: Option<String>,
+    /// How many frames of the run's reports were resolved to `file:line` with the
+    /// variant's objects (each splat's frames carry `source`); a variant built without line
+    /// tables resolves none.
+    #[serde(default)]
+    pub symbolized: crate::symbolize::Resolved,
+    /// Each title this run reported, with every run of the report that reported it too
+    /// (`kernel scenario`, this one included): the runs grouped by title
+    /// ([`group_titles`]).
+    #[serde(default)]
+    pub title_runs: BTreeMap<String, Vec<String>>,
 }
 
 impl RunReport {
@@ -83,6 +94,8 @@ impl RunReport {
             console_log: console_log.to_string(),
             started: None,
             infrastructure: None,
+            symbolized: Default::default(),
+            title_runs: BTreeMap::new(),
         }
     }
 
@@ -193,22 +206,55 @@ pub fn junit(runs: &[RunReport]) -> String {
     x
 }
 
-/// The kernel reports of a run in a few words.
+/// The kernel reports of a run in a few words: their titles.
 pub fn splat_summary(splats: &[Splat]) -> String {
     if splats.is_empty() {
         return "none".into();
     }
     splats
         .iter()
-        .map(|s| {
-            if s.function.is_empty() {
-                s.kind.clone()
-            } else {
-                format!("{}({})", s.kind, s.function)
-            }
-        })
+        .map(splat_title)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A report's title; a report without one (not classified by title) by its kind and function.
+fn splat_title(s: &Splat) -> String {
+    if !s.title.is_empty() {
+        s.title.clone()
+    } else if s.function.is_empty() {
+        s.kind.clone()
+    } else {
+        format!("{}({})", s.kind, s.function)
+    }
+}
+
+/// The runs that reported each title (`kernel scenario`, in the runs' order, once each).
+pub fn by_title(runs: &[RunReport]) -> BTreeMap<String, Vec<String>> {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in runs {
+        let run = format!("{} {}", r.kernel, r.scenario);
+        for s in r.splats() {
+            let g = groups.entry(splat_title(s)).or_default();
+            if !g.contains(&run) {
+                g.push(run.clone());
+            }
+        }
+    }
+    groups
+}
+
+/// Fills each run's [`RunReport::title_runs`] from the whole report.
+pub fn group_titles(runs: &mut [RunReport]) {
+    let groups = by_title(runs);
+    for r in runs.iter_mut() {
+        r.title_runs = r
+            .splats()
+            .iter()
+            .map(splat_title)
+            .filter_map(|t| Some((t.clone(), groups.get(&t)?.clone())))
+            .collect();
+    }
 }
 
 /// The results of the table's own columns.
@@ -329,6 +375,16 @@ pub fn table(runs: &[RunReport]) -> String {
             let _ = writeln!(out, "    {other}");
         }
     }
+    let groups = by_title(runs);
+    if !groups.is_empty() {
+        let _ = writeln!(out, "\nreports by title:");
+        for (title, group) in &groups {
+            let _ = writeln!(out, "  {title} ({} run(s))", group.len());
+            for run in group {
+                let _ = writeln!(out, "      {run}");
+            }
+        }
+    }
     for r in runs.iter().filter(|r| r.unexpected()) {
         let _ = writeln!(
             out,
@@ -410,6 +466,46 @@ mod tests {
         assert_eq!(o["eeprom_write_after_unplug"], "n/a");
         assert_eq!(o["splats"][0]["location"], "drivers/gpio/gpiolib.c:2164");
         assert_eq!(o["splats"][0]["trace"][0], "release_nodes");
+    }
+
+    #[test]
+    fn identical_titles_are_grouped_across_runs() {
+        let titled = |kernel: &str, scenario: &str, titles: &[&str]| {
+            let mut r = run(true);
+            r.kernel = kernel.into();
+            r.scenario = scenario.into();
+            r.observations.console.splats = titles
+                .iter()
+                .map(|t| Splat {
+                    title: (*t).into(),
+                    ..Splat::default()
+                })
+                .collect();
+            r
+        };
+        let mut runs = [
+            titled("6.1-baseline", "unbind", &["WARNING in gpiod_free"]),
+            titled("6.1-kref", "unbind", &[]),
+            titled(
+                "6.12-debug",
+                "unplug-then-unbind",
+                &[
+                    "KASAN: slab-use-after-free Read in gpiod_free",
+                    "WARNING in gpiod_free",
+                ],
+            ),
+        ];
+        group_titles(&mut runs);
+        let both = ["6.1-baseline unbind", "6.12-debug unplug-then-unbind"];
+        assert_eq!(runs[0].title_runs["WARNING in gpiod_free"], both);
+        assert!(runs[1].title_runs.is_empty());
+        assert_eq!(runs[2].title_runs.len(), 2);
+        let t = table(&runs);
+        assert!(t.contains("KASAN: slab-use-after-free Read in gpiod_free, WARNING in gpiod_free"));
+        let section = t.split("reports by title:").nth(1).unwrap();
+        assert!(section.contains("  WARNING in gpiod_free (2 run(s))\n      6.1-baseline unbind\n      6.12-debug unplug-then-unbind\n"), "{t}");
+        let v = serde_json::to_value(&runs[0]).unwrap();
+        assert_eq!(v["title_runs"]["WARNING in gpiod_free"][1], both[1]);
     }
 
     #[test]

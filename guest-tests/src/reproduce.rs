@@ -40,6 +40,7 @@ pub fn run_one(
             report.ended = f.ended;
             report.observations = f.observations;
             report.stage_seconds = f.stage_seconds;
+            report.symbolized = f.frames;
             notes = f.notes;
             false
         }
@@ -84,6 +85,17 @@ pub fn run_one(
         report.why = format!("{} [harness: {}]", report.why, notes.join("; "));
     }
     report
+}
+
+/// What symbolizing a run's reports gave, for its progress line: nothing when it had no
+/// frames; "no line tables" when none resolved (a kernel built without them).
+fn frames_note(f: crate::symbolize::Resolved) -> String {
+    match (f.resolved, f.unresolved) {
+        (0, 0) => String::new(),
+        (0, n) => format!(", {n} frames unresolved (no line tables)"),
+        (r, 0) => format!(", {r} frames resolved"),
+        (r, n) => format!(", {r} frames resolved, {n} not"),
+    }
 }
 
 /// Whether the console log shows the runner's first marker (the guest booted into it).
@@ -132,7 +144,7 @@ pub fn run_all(
                 eprintln!("[reproduce] start {} {}", v.name, s.name);
                 let r = run_one(&v, &s, expectations.get(&v.name, &s.name), &declared, &opts);
                 eprintln!(
-                    "[reproduce] {}/{total} {} {}: {} in {:.0} s ({:.0} s elapsed){}",
+                    "[reproduce] {}/{total} {} {}: {} in {:.0} s ({:.0} s elapsed){}{}",
                     results.lock().map(|r| r.len() + 1).unwrap_or(0),
                     v.name,
                     s.name,
@@ -143,6 +155,7 @@ pub fn run_all(
                     },
                     r.seconds,
                     started.elapsed().as_secs_f64(),
+                    frames_note(r.symbolized),
                     if r.unexpected() {
                         format!(": {}", r.mismatches.join("; "))
                     } else {
@@ -161,4 +174,24 @@ pub fn run_all(
     let mut out = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, r)| r).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbolize::Resolved;
+
+    #[test]
+    fn the_progress_line_says_how_many_frames_resolved() {
+        let f = |resolved, unresolved| {
+            frames_note(Resolved {
+                resolved,
+                unresolved,
+            })
+        };
+        assert_eq!(f(0, 0), "");
+        assert_eq!(f(0, 12), ", 12 frames unresolved (no line tables)");
+        assert_eq!(f(30, 0), ", 30 frames resolved");
+        assert_eq!(f(30, 2), ", 30 frames resolved, 2 not");
+    }
 }

@@ -33,6 +33,7 @@ use crate::observe::Observations;
 use crate::qemu::{Accel, Qemu, QemuConfig, VhostUserDevice};
 use crate::qmp::QmpClient;
 use crate::scenario::{DeviceName, Eeprom, Host, HostAction, Interpreter, Scenario};
+use crate::symbolize::{Resolved, Symbolizer};
 use crate::variants::Variant;
 
 /// How long a guest that printed a fatal report (an oops) may stay silent before the run is
@@ -469,6 +470,7 @@ impl Guest {
         let mut cfg = QemuConfig::new(&variant.bzimage(), &initrd, dir.dir(), &scenario.name);
         cfg.binary = opts.qemu.clone();
         cfg.accel = opts.accel;
+        cfg.memory_mib = variant.memory_mib();
         cfg.gpio = backends.device(DeviceName::Gpio);
         cfg.i2c = backends.device(DeviceName::I2c);
         cfg.append.push_str(&format!(
@@ -784,18 +786,23 @@ pub struct Finished {
     pub notes: Vec<String>,
     /// The EEPROM images after the guest stopped, by EEPROM id.
     pub images: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Frames of the console's reports resolved to `file:line` with the variant's objects,
+    /// and those left unresolved (a variant without line tables resolves none).
+    pub frames: Resolved,
     /// Wall time of each stage in seconds: `backends` (start, lines held), `qemu` (start,
     /// initramfs, QMP), `guest` (boot to the end of the run), `teardown` (stop, logs).
     pub stage_seconds: std::collections::BTreeMap<String, f64>,
 }
 
-/// Stage 5: stops QEMU and the backends, judges the pending writes, classifies the console and
-/// keeps the logs.
+/// Stage 5: stops QEMU and the backends, judges the pending writes, classifies the console,
+/// resolves its reports' frames with `variant`'s objects (the console log stays as printed)
+/// and keeps the logs.
 pub fn teardown(
     guest: Guest,
     mut backends: Backends,
     mut interp: Interpreter,
     dir: &RunDir,
+    variant: &Variant,
     ended: String,
 ) -> Finished {
     let Guest {
@@ -836,6 +843,8 @@ pub fn teardown(
     }
     let mut observations = interp.observations;
     observations.console = classify(&live_console(&text));
+    let frames =
+        Symbolizer::for_variant(&variant.dir).resolve_splats(&mut observations.console.splats);
     Finished {
         qemu: qemu_version,
         ended,
@@ -845,6 +854,7 @@ pub fn teardown(
         ktap_problems: crate::ktap::parse(&text).problems(),
         notes,
         images,
+        frames,
         stage_seconds: Default::default(),
     }
 }
@@ -884,7 +894,7 @@ pub fn run(
         &dir.log_name("console"),
     );
     clock.lap("guest");
-    let mut finished = teardown(guest, backends, interp, dir, ended);
+    let mut finished = teardown(guest, backends, interp, dir, variant, ended);
     clock.lap("teardown");
     finished.stage_seconds = clock.seconds;
     Ok(finished)

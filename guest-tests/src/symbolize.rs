@@ -65,7 +65,7 @@ struct Object {
 type Batch = (PathBuf, Option<String>);
 
 /// How many frames a call resolved.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resolved {
     /// Frames that got a `file:line`.
     pub resolved: usize,
@@ -221,11 +221,27 @@ impl Symbolizer {
     fn relative(&self, at: &str) -> String {
         for root in &self.roots {
             if let Some(rest) = at.strip_prefix(root.as_str()) {
-                return rest.to_string();
+                return collapse_parents(rest);
             }
         }
         at.to_string()
     }
+}
+
+/// `kbuild/../drivers/gpio/gpiolib.c` as `drivers/gpio/gpiolib.c`: an out-of-tree build's
+/// object directory names sources through `..`; the path is shown relative to the tree.
+fn collapse_parents(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            ".." if parts.last().is_some_and(|l| *l != "..") => {
+                parts.pop();
+            }
+            "." => {}
+            _ => parts.push(p),
+        }
+    }
+    parts.join("/")
 }
 
 /// The definition of a name whose size matches the printed one (static functions of the
@@ -544,5 +560,20 @@ Symbol table '.symtab' contains 4 entries:
         let line: u32 = source.rsplit(':').next().unwrap().parse().unwrap();
         assert!((6..=9).contains(&line), "{source}");
         assert_eq!(missing.source, None, "no vmlinux: left unresolved");
+    }
+}
+
+#[cfg(test)]
+mod collapse_tests {
+    use super::collapse_parents;
+
+    #[test]
+    fn an_object_directory_prefix_is_collapsed() {
+        assert_eq!(
+            collapse_parents("kbuild/../drivers/gpio/gpiolib.c:2422"),
+            "drivers/gpio/gpiolib.c:2422"
+        );
+        assert_eq!(collapse_parents("../x/./y.c"), "../x/y.c");
+        assert_eq!(collapse_parents("mm/slub.c:4367"), "mm/slub.c:4367");
     }
 }

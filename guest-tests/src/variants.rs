@@ -115,6 +115,12 @@ pub enum VariantError {
     },
 }
 
+/// Guest memory of a variant, in MiB.
+pub const MEMORY_MIB: u32 = 256;
+
+/// Guest memory of a debug variant (see [`Variant::is_debug`]), in MiB.
+pub const DEBUG_MEMORY_MIB: u32 = 512;
+
 /// One built kernel variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variant {
@@ -141,6 +147,25 @@ impl Variant {
             .ok()
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
+    }
+
+    /// Whether this is a debug variant: its build's `kbuild/.config` has `CONFIG_KASAN=y`
+    /// (the `debug` config fragment). The configuration itself says it, so a debug kernel of
+    /// one's own (`--kernel-tree` with KASAN on) is one too.
+    pub fn is_debug(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("kbuild").join(".config"))
+            .is_ok_and(|c| c.lines().any(|l| l.trim() == "CONFIG_KASAN=y"))
+    }
+
+    /// Guest memory in MiB: [`DEBUG_MEMORY_MIB`] for a debug variant (KASAN's shadow takes
+    /// an eighth of memory, full SLUB debugging and kmemleak's object pool more), else
+    /// [`MEMORY_MIB`].
+    pub fn memory_mib(&self) -> u32 {
+        if self.is_debug() {
+            DEBUG_MEMORY_MIB
+        } else {
+            MEMORY_MIB
+        }
     }
 
     /// Checks that the kernel and the initramfs exist.
@@ -290,6 +315,24 @@ mod tests {
             v,
             ["6.1-baseline", "6.1-kref-numbfix", "6.12-kref", "aa", "zz"]
         );
+    }
+
+    #[test]
+    fn a_kasan_config_makes_a_debug_variant_with_more_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = variant(tmp.path(), "6.12-debug").unwrap();
+        assert!(!v.is_debug());
+        assert_eq!(v.memory_mib(), MEMORY_MIB);
+        std::fs::create_dir_all(v.dir.join("kbuild")).unwrap();
+        std::fs::write(
+            v.dir.join("kbuild/.config"),
+            "CONFIG_KASAN_GENERIC=y\n# CONFIG_KASAN is not set\n",
+        )
+        .unwrap();
+        assert!(!v.is_debug());
+        std::fs::write(v.dir.join("kbuild/.config"), "CONFIG_X=y\nCONFIG_KASAN=y\n").unwrap();
+        assert!(v.is_debug());
+        assert_eq!(v.memory_mib(), DEBUG_MEMORY_MIB);
     }
 
     #[test]
