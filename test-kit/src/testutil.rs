@@ -180,6 +180,8 @@ pub fn socket_activated(program: &Path, listener: &std::os::unix::net::UnixListe
 pub struct SystemdUnit {
     /// The socket's `ListenStream=` path.
     pub listen: PathBuf,
+    /// The service's `ExecStart=` program.
+    pub program: PathBuf,
     /// The service's `ExecStart=` arguments after the program.
     pub args: Vec<String>,
 }
@@ -219,8 +221,10 @@ impl SystemdUnit {
         let exec = value(&service_text, "ExecStart=")
             .pop()
             .expect("the service unit has ExecStart=");
+        let mut words = exec.split_whitespace();
+        let program = PathBuf::from(words.next().expect("ExecStart= names a program"));
         let mut args = Vec::new();
-        for word in exec.split_whitespace().skip(1) {
+        for word in words {
             match word.strip_prefix('$') {
                 Some(var) => {
                     let (_, v) = env
@@ -234,8 +238,22 @@ impl SystemdUnit {
         }
         SystemdUnit {
             listen: PathBuf::from(listen),
+            program,
             args,
         }
+    }
+}
+
+/// The unit files a socket-activation test reads, and the program it starts.
+///
+/// By default the repository's `shipped` directory (`dist/systemd`) and `built`, the program
+/// cargo built. With `VGN_UNIT_DIR` set (the package test sets it to the installed
+/// `/usr/lib/systemd/system`), the units in that directory and the program their
+/// `ExecStart=` names: the installed binary, started as systemd would start it.
+pub fn unit_files(shipped: &Path, built: &Path) -> (PathBuf, Option<PathBuf>) {
+    match std::env::var_os("VGN_UNIT_DIR") {
+        Some(dir) => (PathBuf::from(dir), None),
+        None => (shipped.to_path_buf(), Some(built.to_path_buf())),
     }
 }
 
