@@ -242,18 +242,37 @@ impl SystemdUnit {
             args,
         }
     }
-}
 
-/// The unit files a socket-activation test reads, and the program it starts.
-///
-/// By default the repository's `shipped` directory (`dist/systemd`) and `built`, the program
-/// cargo built. With `VGN_UNIT_DIR` set (the package test sets it to the installed
-/// `/usr/lib/systemd/system`), the units in that directory and the program their
-/// `ExecStart=` names: the installed binary, started as systemd would start it.
-pub fn unit_files(shipped: &Path, built: &Path) -> (PathBuf, Option<PathBuf>) {
-    match std::env::var_os("VGN_UNIT_DIR") {
-        Some(dir) => (PathBuf::from(dir), None),
-        None => (shipped.to_path_buf(), Some(built.to_path_buf())),
+    /// The template pair `NAME@.socket` + `NAME@.service` a socket-activation test starts,
+    /// instance `test0`, directories under `root`.
+    ///
+    /// By default the repository's `dist/systemd` units, and `program` is `built` (the
+    /// program cargo built). With `VGN_UNIT_DIR` set (the package test sets it to the
+    /// installed `/usr/lib/systemd/system`), the units in that directory and the program
+    /// their `ExecStart=` names: the installed binary, started as systemd would start it.
+    pub fn for_activation(name: &str, built: &Path, root: &Path) -> SystemdUnit {
+        let (dir, installed) = match std::env::var_os("VGN_UNIT_DIR") {
+            Some(dir) => (PathBuf::from(dir), true),
+            None => (
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd"),
+                false,
+            ),
+        };
+        let mut unit = SystemdUnit::load(
+            &dir.join(format!("{name}@.socket")),
+            &dir.join(format!("{name}@.service")),
+            "test0",
+            root,
+        );
+        if !installed {
+            unit.program = built.to_path_buf();
+        }
+        eprintln!(
+            "{} with the units in {}",
+            unit.program.display(),
+            dir.display()
+        );
+        unit
     }
 }
 
