@@ -180,6 +180,8 @@ pub fn socket_activated(program: &Path, listener: &std::os::unix::net::UnixListe
 pub struct SystemdUnit {
     /// The socket's `ListenStream=` path.
     pub listen: PathBuf,
+    /// The service's `ExecStart=` program.
+    pub program: PathBuf,
     /// The service's `ExecStart=` arguments after the program.
     pub args: Vec<String>,
 }
@@ -219,8 +221,10 @@ impl SystemdUnit {
         let exec = value(&service_text, "ExecStart=")
             .pop()
             .expect("the service unit has ExecStart=");
+        let mut words = exec.split_whitespace();
+        let program = PathBuf::from(words.next().expect("ExecStart= names a program"));
         let mut args = Vec::new();
-        for word in exec.split_whitespace().skip(1) {
+        for word in words {
             match word.strip_prefix('$') {
                 Some(var) => {
                     let (_, v) = env
@@ -234,8 +238,41 @@ impl SystemdUnit {
         }
         SystemdUnit {
             listen: PathBuf::from(listen),
+            program,
             args,
         }
+    }
+
+    /// The template pair `NAME@.socket` + `NAME@.service` a socket-activation test starts,
+    /// instance `test0`, directories under `root`.
+    ///
+    /// By default the repository's `dist/systemd` units, and `program` is `built` (the
+    /// program cargo built). With `VGN_UNIT_DIR` set (the package test sets it to the
+    /// installed `/usr/lib/systemd/system`), the units in that directory and the program
+    /// their `ExecStart=` names: the installed binary, started as systemd would start it.
+    pub fn for_activation(name: &str, built: &Path, root: &Path) -> SystemdUnit {
+        let (dir, installed) = match std::env::var_os("VGN_UNIT_DIR") {
+            Some(dir) => (PathBuf::from(dir), true),
+            None => (
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd"),
+                false,
+            ),
+        };
+        let mut unit = SystemdUnit::load(
+            &dir.join(format!("{name}@.socket")),
+            &dir.join(format!("{name}@.service")),
+            "test0",
+            root,
+        );
+        if !installed {
+            unit.program = built.to_path_buf();
+        }
+        eprintln!(
+            "{} with the units in {}",
+            unit.program.display(),
+            dir.display()
+        );
+        unit
     }
 }
 

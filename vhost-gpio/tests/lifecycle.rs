@@ -507,17 +507,12 @@ fn prints_its_capabilities() {
 /// ListenStream bound by the "manager", the .service's ExecStart run with it as fd 3.
 #[test]
 fn socket_activation_with_the_shipped_units() {
-    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
     let dir = tempfile::tempdir().unwrap();
-    let unit = test_kit::testutil::SystemdUnit::load(
-        &units.join("vhost-gpio@.socket"),
-        &units.join("vhost-gpio@.service"),
-        "test0",
-        dir.path(),
-    );
+    let unit =
+        test_kit::testutil::SystemdUnit::for_activation("vhost-gpio", Path::new(BIN), dir.path());
     std::fs::create_dir_all(unit.listen.parent().unwrap()).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(&unit.listen).unwrap();
-    let mut cmd = socket_activated(Path::new(BIN), &listener);
+    let mut cmd = socket_activated(&unit.program, &listener);
     cmd.env("RUST_LOG", "info").args(&unit.args);
     let mut child = spawn(cmd);
     drop(listener);

@@ -391,19 +391,17 @@ fn prints_its_capabilities() {
 /// Socket activation as systemd does it, with the shipped unit files.
 #[test]
 fn socket_activation_with_the_shipped_units() {
-    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/systemd");
     let dir = tempfile::tempdir().unwrap();
-    let unit = test_kit::testutil::SystemdUnit::load(
-        &units.join("vhost-i2c-eeprom@.socket"),
-        &units.join("vhost-i2c-eeprom@.service"),
-        "test0",
+    let unit = test_kit::testutil::SystemdUnit::for_activation(
+        "vhost-i2c-eeprom",
+        Path::new(BIN),
         dir.path(),
     );
     for sub in ["vhost-i2c-eeprom", "vhost-gpio"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
     }
     let listener = std::os::unix::net::UnixListener::bind(&unit.listen).unwrap();
-    let mut cmd = socket_activated(Path::new(BIN), &listener);
+    let mut cmd = socket_activated(&unit.program, &listener);
     cmd.env("RUST_LOG", "info").args(&unit.args);
     let mut child = ChildGuard::spawn(cmd).unwrap();
     drop(listener);
