@@ -421,7 +421,14 @@ mod tests {
             cmd.arg("-c")
                 .arg(format!("echo $$ > {}; exec sleep 30", p2.display()));
             let g = ChildGuard::spawn(cmd).unwrap();
-            wait_until(Duration::from_secs(5), || p2.exists().then_some(())).unwrap();
+            // The shell creates the file before `echo` writes to it: wait for the whole line.
+            wait_until(Duration::from_secs(5), || {
+                std::fs::read_to_string(&p2)
+                    .ok()
+                    .filter(|s| s.ends_with('\n'))
+                    .map(|_| ())
+            })
+            .unwrap();
             let log_dir = g._dir.path().to_path_buf();
             std::mem::forget(g);
             log_dir
