@@ -807,7 +807,7 @@ mod tests {
         // A good file gets as far as the kernels: none is built in this cache.
         let good = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/scenarios/examples/unbind-then-unplug.toml"
+            "/scenarios/examples/stock-unbind-then-unplug.toml"
         );
         let e = run_reproduce(&reproduce(&[
             "--scenario-file",
@@ -833,15 +833,15 @@ mod tests {
         assert!(!all.contains(&"bench".to_string()) && !all.contains(&"boot".to_string()));
         let ex = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/scenarios/examples/unbind-then-unplug.toml"
+            "/scenarios/examples/stock-unbind-then-unplug.toml"
         );
         assert_eq!(
             names(&reproduce(&["--scenario-file", ex])),
-            ["unbind-then-unplug"]
+            ["stock-unbind-then-unplug"]
         );
         assert_eq!(
             names(&reproduce(&["--scenario", "irq", "--scenario-file", ex])),
-            ["irq", "unbind-then-unplug"]
+            ["irq", "stock-unbind-then-unplug"]
         );
         let with_all = names(&reproduce(&["--scenario", "all", "--scenario-file", ex]));
         assert_eq!(with_all.len(), all.len() + 1);

@@ -322,6 +322,10 @@ pub enum Action {
     Rmmod {
         /// Module name.
         module: String,
+        /// Result name: `unloaded`, `in-use`, `killed` (the rmmod process died in the
+        /// kernel), `stuck` (did not return), `failed` or `not-loaded`.
+        #[serde(default)]
+        observe: Option<String>,
     },
     /// Print `/sys/module/<module>/refcnt`.
     Refcount {
@@ -574,6 +578,10 @@ impl Action {
         match self {
             Action::Write { observe, .. } => Some((observe, ResultKind::Write)),
             Action::Refcount { observe, .. } => Some((observe, ResultKind::Int)),
+            Action::Rmmod {
+                observe: Some(observe),
+                ..
+            } => Some((observe, ResultKind::Text)),
             Action::I2cdetect { observe }
             | Action::GpioLineNames { observe }
             | Action::GpioGet { observe, .. } => Some((observe, ResultKind::Text)),
@@ -1008,7 +1016,7 @@ impl Scenario {
                         }
                     }
                 }
-                Action::Rmmod { module } | Action::Refcount { module, .. } => {
+                Action::Rmmod { module, .. } | Action::Refcount { module, .. } => {
                     safe(l, "module", module)?
                 }
                 Action::WaitGone { what, pci } => match (what, pci) {
@@ -1255,9 +1263,12 @@ impl Scenario {
                     push(module);
                     params.iter().for_each(|p| push(p));
                 }
-                Action::Rmmod { module } => {
+                Action::Rmmod { module, observe } => {
                     push("rmmod");
                     push(module);
+                    if let Some(o) = observe {
+                        push(o);
+                    }
                 }
                 Action::Refcount { module, observe } => {
                     push("refcount");

@@ -124,7 +124,7 @@ fn the_guest_script_is_valid_shell_for_the_runner() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/init")).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut files = load_dir(&dir).unwrap();
-    for ex in ["unbind-then-unplug", "kill-gpio-backend"] {
+    for ex in ["stock-unbind-then-unplug", "kill-gpio-backend"] {
         files.push(Scenario::load(&dir.join(format!("examples/{ex}.toml"))).unwrap());
     }
     for s in files {
@@ -148,6 +148,7 @@ fn the_repository_scenarios_parse() {
         "stock-unbind",
         "unbind",
         "unplug-then-unbind",
+        "unbind-then-unplug",
         "stock-unplug",
         "replug",
         "irq",
@@ -161,7 +162,10 @@ fn the_repository_scenarios_parse() {
     assert_eq!(all.iter().filter(|s| s.kind == FileKind::Bench).count(), 1);
     assert_eq!(all.iter().filter(|s| s.kind == FileKind::Boot).count(), 1);
     for (file, name) in [
-        ("examples/unbind-then-unplug.toml", "unbind-then-unplug"),
+        (
+            "examples/stock-unbind-then-unplug.toml",
+            "stock-unbind-then-unplug",
+        ),
         ("examples/kill-gpio-backend.toml", "kill-gpio-backend"),
     ] {
         let ex = Scenario::load(&dir.join(file)).unwrap();
