@@ -42,6 +42,7 @@ pub fn run_end(r: &RunReport) -> RunEnd {
         Verdict::AsExpected => RunEnd::AsExpected,
         Verdict::Unexpected => RunEnd::Differs,
         Verdict::Observed => RunEnd::Observed,
+        Verdict::Skipped => RunEnd::Skipped,
     }
 }
 
@@ -58,6 +59,7 @@ pub fn kcidb_verdict(r: &RunReport) -> kcidb::Verdict {
         (None, Verdict::AsExpected) => kcidb::Verdict::AsExpected,
         (None, Verdict::Unexpected) => kcidb::Verdict::Differs,
         (None, Verdict::Observed) => kcidb::Verdict::Observed,
+        (None, Verdict::Skipped) => kcidb::Verdict::Skipped,
     }
 }
 
@@ -68,6 +70,7 @@ pub fn outcome(r: &RunReport) -> Outcome {
         (None, Verdict::AsExpected) => Outcome::AsExpected,
         (None, Verdict::Unexpected) => Outcome::Differs,
         (None, Verdict::Observed) => Outcome::Observed,
+        (None, Verdict::Skipped) => Outcome::Skipped,
     }
 }
 
@@ -144,7 +147,14 @@ pub fn html_page(dir: &Path, runs: &[RunReport], meta: &str) -> String {
                 outcome: outcome(r),
                 splats: &r.observations.console.splats,
                 observed: {
-                    let mut o = vec![("ended".to_string(), r.ended.clone())];
+                    let mut o = Vec::new();
+                    if let Some(why) = &r.skipped {
+                        o.push(("skipped".to_string(), why.clone()));
+                    }
+                    if let Some(c) = &r.kernel_config {
+                        o.push(("kernel config".to_string(), c.clone()));
+                    }
+                    o.push(("ended".to_string(), r.ended.clone()));
                     o.extend(observed_pairs(r));
                     o
                 },
@@ -285,6 +295,11 @@ pub fn kcidb_document(
             splats: &r.observations.console.splats,
             comment: match (&r.infrastructure, r.mismatches.is_empty()) {
                 (Some(i), _) => format!("{} [infrastructure: {i}]", r.why.trim()),
+                (None, _) if r.skipped.is_some() => format!(
+                    "skipped: {} [{}]",
+                    r.skipped.as_deref().unwrap_or_default(),
+                    r.why.trim()
+                ),
                 (None, true) => r.why.trim().to_string(),
                 (None, false) => format!("{} [differs: {}]", r.why.trim(), r.mismatches.join("; ")),
             },
@@ -388,6 +403,13 @@ mod tests {
         assert_eq!(kcidb_verdict(&no_marker), kcidb::Verdict::HarnessError);
         assert_eq!(kcidb_verdict(&differs), kcidb::Verdict::Differs);
         assert_eq!(kcidb_verdict(&obs), kcidb::Verdict::Observed);
+        let mut skipped = run(Verdict::Skipped, None, "done");
+        skipped.skipped = Some("kernel lacks at24.wp_over_config".into());
+        assert_eq!(exit_of(&[ok.clone(), skipped.clone()]).code(), 0);
+        assert_eq!(exit_of(&[skipped.clone(), differs.clone()]).code(), 1);
+        assert_eq!(kcidb_verdict(&skipped), kcidb::Verdict::Skipped);
+        assert_eq!(kcidb_verdict(&skipped).status(), "SKIP");
+        assert_eq!(outcome(&skipped), Outcome::Skipped);
         assert_eq!(outcome(&no_marker), Outcome::Error);
         assert_eq!(outcome(&ok), Outcome::AsExpected);
     }

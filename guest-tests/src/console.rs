@@ -47,6 +47,9 @@ pub const RESERVED_MARKERS: &[&str] = &[
     "alive",
     "kmemleak-scan",
     "kmemleak-scanned",
+    "lacks",
+    "kconfig",
+    "kconfig-wrong",
 ];
 
 /// Whether `name` is one of [`RESERVED_MARKERS`].

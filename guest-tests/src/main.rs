@@ -581,6 +581,10 @@ fn finish(
         .iter()
         .filter(|r| r.verdict == report::Verdict::Observed)
         .count();
+    let skipped = runs
+        .iter()
+        .filter(|r| r.verdict == report::Verdict::Skipped)
+        .count();
     let infra = runs.iter().filter(|r| r.infrastructure.is_some()).count();
     for r in runs {
         if let Some(i) = &r.infrastructure {
@@ -588,9 +592,9 @@ fn finish(
         }
     }
     println!(
-        "{meta}\n{} run(s), {} as expected, {unexpected} unexpected ({infra} infrastructure), {observed} observed (no expectation); report: {}",
+        "{meta}\n{} run(s), {} as expected, {unexpected} unexpected ({infra} infrastructure), {observed} observed (no expectation), {skipped} skipped (kernel lacks a need); report: {}",
         runs.len(),
-        runs.len() - unexpected - observed,
+        runs.len() - unexpected - observed - skipped,
         written
             .iter()
             .map(|p| p.display().to_string())

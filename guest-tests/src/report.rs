@@ -22,6 +22,9 @@ pub enum Verdict {
     Unexpected,
     /// No entry for this kernel and scenario: what happened is reported, not judged.
     Observed,
+    /// The kernel lacks a feature the scenario needs: its steps did not run (see `skipped`).
+    /// Not a failure, with or without an entry.
+    Skipped,
 }
 
 /// One run: a kernel variant in one scenario.
@@ -40,8 +43,15 @@ pub struct RunReport {
     pub observations: Observations,
     /// The run matches its expectation (`null`: there is none, see `verdict`).
     pub expected: Option<bool>,
-    /// As expected, unexpected, or only observed.
+    /// As expected, unexpected, only observed, or skipped.
     pub verdict: Verdict,
+    /// Why the run was skipped (`kernel lacks at24.wp_over_config`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// What the guest found checking the kernel's config (a prebuilt kernel given without
+    /// one): met, or `config unchecked` when the kernel has no `/proc/config.gz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_config: Option<String>,
     /// The expectation's reasoning, and what differed if anything did.
     pub why: String,
     /// Every difference from the expectation.
@@ -86,6 +96,8 @@ impl RunReport {
             observations: Observations::default(),
             expected: Some(false),
             verdict: Verdict::Unexpected,
+            skipped: None,
+            kernel_config: None,
             why: String::new(),
             mismatches: Vec::new(),
             ended: String::new(),
@@ -117,6 +129,15 @@ impl RunReport {
                 self.mismatches = m;
             }
         }
+    }
+
+    /// Marks the run skipped: the kernel lacks what the scenario needs. An expectation for it
+    /// is not judged (nothing ran to compare).
+    pub fn skip(&mut self, reason: &str) {
+        self.verdict = Verdict::Skipped;
+        self.expected = None;
+        self.mismatches.clear();
+        self.skipped = Some(reason.to_string());
     }
 
     /// Whether the run counts as a failure: it differs from its expectation.
@@ -165,7 +186,7 @@ pub fn junit(runs: &[RunReport]) -> String {
     );
     let skipped = runs
         .iter()
-        .filter(|r| r.verdict == Verdict::Observed)
+        .filter(|r| matches!(r.verdict, Verdict::Observed | Verdict::Skipped))
         .count();
     let _ = writeln!(
         x,
@@ -184,6 +205,17 @@ pub fn junit(runs: &[RunReport]) -> String {
             let _ = write!(
                 x,
                 "\n      <skipped message=\"no expectation for this kernel and scenario: observed only\"/>\n    "
+            );
+        }
+        if r.verdict == Verdict::Skipped {
+            let _ = write!(
+                x,
+                "\n      <skipped message=\"skipped: {}\"/>\n    ",
+                xml_escape(
+                    r.skipped
+                        .as_deref()
+                        .unwrap_or("the kernel lacks what it needs")
+                )
             );
         }
         if r.unexpected() {
@@ -283,7 +315,15 @@ fn other_results(r: &RunReport) -> String {
 
 fn summary(r: &RunReport) -> String {
     let o = &r.observations;
-    let mut s = format!(
+    let mut s = String::new();
+    if let Some(why) = &r.skipped {
+        let _ = writeln!(s, "skipped: {why}");
+    }
+    if let Some(c) = &r.kernel_config {
+        let _ = writeln!(s, "{c}");
+    }
+    let _ = write!(
+        s,
         "ended: {}\nsplats: {}\nstill_requested: {}\nbacking_chip_gone: {}",
         r.ended,
         splat_summary(r.splats()),
@@ -343,6 +383,7 @@ pub fn table(runs: &[RunReport]) -> String {
                     Verdict::AsExpected => "yes".into(),
                     Verdict::Unexpected => "NO".into(),
                     Verdict::Observed => "observed".into(),
+                    Verdict::Skipped => "skipped".into(),
                 },
             ]
         })
@@ -370,6 +411,12 @@ pub fn table(runs: &[RunReport]) -> String {
     );
     for (row, r) in rows.iter().zip(runs) {
         line(&row.each_ref().map(String::as_str), &mut out);
+        if let Some(why) = &r.skipped {
+            let _ = writeln!(out, "    skipped: {why}");
+        }
+        if let Some(c) = &r.kernel_config {
+            let _ = writeln!(out, "    {c}");
+        }
         let other = other_results(r);
         if !other.is_empty() {
             let _ = writeln!(out, "    {other}");
@@ -547,6 +594,41 @@ mod tests {
             "{x}"
         );
         assert!(x.contains("irq_seen: true"), "{x}");
+    }
+
+    #[test]
+    fn a_skipped_run_says_why_everywhere() {
+        let mut r = run(true);
+        r.skip("kernel lacks at24.wp_over_config");
+        let t = table(&[r.clone()]);
+        assert!(t.lines().nth(2).unwrap().ends_with("skipped"), "{t}");
+        assert_eq!(
+            t.lines().nth(3).unwrap(),
+            "    skipped: kernel lacks at24.wp_over_config"
+        );
+        let x = junit(&[r.clone()]);
+        assert!(
+            x.contains(r#"failures="0""#) && x.contains(r#"skipped="1""#),
+            "{x}"
+        );
+        assert!(
+            x.contains(r#"<skipped message="skipped: kernel lacks at24.wp_over_config"/>"#),
+            "{x}"
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["verdict"], "skipped");
+        assert_eq!(v["skipped"], "kernel lacks at24.wp_over_config");
+        assert!(v["expected"].is_null());
+        // Read back (a shard's report.json, merged).
+        let back: RunReport = serde_json::from_value(v).unwrap();
+        assert_eq!((back.verdict, &back.skipped), (r.verdict, &r.skipped));
+        // A report written before the field existed still reads.
+        let mut old = serde_json::to_value(run(true)).unwrap();
+        old.as_object_mut().unwrap().remove("skipped");
+        assert_eq!(
+            serde_json::from_value::<RunReport>(old).unwrap().skipped,
+            None
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::expect::{Expectation, Expectations};
 use crate::report::{RunReport, Verdict};
 use crate::run::{self, Options, RunDir};
-use crate::scenario::Scenario;
+use crate::scenario::{KconfigCheck, Scenario};
 use crate::shard::Shard;
 use crate::variants::Variant;
 
@@ -32,6 +32,8 @@ pub fn run_one(
         &format!("{stem}.console.log"),
     );
     let mut notes = Vec::new();
+    let mut lacks = Vec::new();
+    let mut kconfig = None;
     let harness_error = match RunDir::new(&opts.out_dir, &stem)
         .and_then(|dir| run::run(variant, scenario, opts, &dir))
     {
@@ -42,6 +44,8 @@ pub fn run_one(
             report.stage_seconds = f.stage_seconds;
             report.symbolized = f.frames;
             notes = f.notes;
+            lacks = f.lacks;
+            kconfig = f.kconfig;
             false
         }
         Err(e) => {
@@ -57,34 +61,57 @@ pub fn run_one(
             "the guest never reached its first marker ({})",
             report.ended
         ))
+    } else if let Some(k @ KconfigCheck::Unmet { .. }) = &kconfig {
+        // What scripts/build-guest refuses for a config it is given (exit 3), found late.
+        Some(k.note())
     } else {
         None
+    };
+    report.kernel_config = kconfig.as_ref().map(KconfigCheck::note);
+    // A run that could not be judged: the harness failed, or the kernel's config is unusable.
+    let failed = match &kconfig {
+        _ if harness_error => Some(report.ended.clone()),
+        Some(k @ KconfigCheck::Unmet { .. }) => Some(k.note()),
+        _ => None,
     };
     // Every run of a report has the same fields: the results of every scenario in it.
     report.observations.declare(declared);
     report.seconds = start.elapsed().as_secs_f64();
-    match expectation {
-        None => {
-            report.why = "no expectation for this kernel and scenario in expected.toml".into();
-            report.judge(if harness_error {
-                Some(vec![report.ended.clone()])
-            } else {
-                None
-            });
-        }
-        Some(e) => {
-            report.why = e.why.clone();
-            report.judge(Some(if harness_error {
-                vec![report.ended.clone()]
-            } else {
-                e.compare(&report.observations)
-            }));
-        }
-    }
+    judge(&mut report, expectation, &lacks, failed);
     if !notes.is_empty() {
         report.why = format!("{} [harness: {}]", report.why, notes.join("; "));
     }
     report
+}
+
+/// Sets a run's verdict: skipped when the kernel lacks what the scenario needs (with or
+/// without an expectation: nothing ran to judge), unexpected when it `failed` (the harness,
+/// or an unusable kernel config), else compared with its expectation (none: observed).
+fn judge(
+    report: &mut RunReport,
+    expectation: Option<&Expectation>,
+    lacks: &[String],
+    failed: Option<String>,
+) {
+    if failed.is_none() && !lacks.is_empty() {
+        let reason = format!("kernel lacks {}", lacks.join(", "));
+        report.why = expectation.map_or_else(|| format!("skipped: {reason}"), |e| e.why.clone());
+        report.skip(&reason);
+        return;
+    }
+    match expectation {
+        None => {
+            report.why = "no expectation for this kernel and scenario in expected.toml".into();
+            report.judge(failed.map(|f| vec![f]));
+        }
+        Some(e) => {
+            report.why = e.why.clone();
+            report.judge(Some(match failed {
+                Some(f) => vec![f],
+                None => e.compare(&report.observations),
+            }));
+        }
+    }
 }
 
 /// What symbolizing a run's reports gave, for its progress line: nothing when it had no
@@ -149,9 +176,13 @@ pub fn run_all(
                     v.name,
                     s.name,
                     match r.verdict {
-                        Verdict::AsExpected => "as expected",
-                        Verdict::Unexpected => "UNEXPECTED",
-                        Verdict::Observed => "observed (no expectation)",
+                        Verdict::AsExpected => "as expected".to_string(),
+                        Verdict::Unexpected => "UNEXPECTED".to_string(),
+                        Verdict::Observed => "observed (no expectation)".to_string(),
+                        Verdict::Skipped => format!(
+                            "skipped ({})",
+                            r.skipped.as_deref().unwrap_or("the kernel lacks a need")
+                        ),
                     },
                     r.seconds,
                     started.elapsed().as_secs_f64(),
@@ -180,6 +211,37 @@ pub fn run_all(
 mod tests {
     use super::*;
     use crate::symbolize::Resolved;
+
+    #[test]
+    fn a_run_whose_kernel_lacks_a_need_is_skipped_with_or_without_an_expectation() {
+        let entries = crate::expect::Expectations::parse(
+            "[[run]]\nkernel = \"k\"\nscenario = \"unbind\"\neeprom_write = \"landed\"\nwhy = \"the double put\"\n",
+            "t",
+        )
+        .unwrap();
+        let e = entries.get("k", "unbind");
+        let lacks = ["at24.wp_over_config".to_string()];
+        for expectation in [e, None] {
+            let mut r = RunReport::new("k", "unbind", "k--unbind.console.log");
+            judge(&mut r, expectation, &lacks, None);
+            assert_eq!(r.verdict, Verdict::Skipped);
+            assert_eq!(
+                r.skipped.as_deref(),
+                Some("kernel lacks at24.wp_over_config")
+            );
+            assert!(!r.unexpected() && r.mismatches.is_empty() && r.expected.is_none());
+            assert_eq!(crate::ci::exit_of(&[r]).code(), 0);
+        }
+        // The same run without the need missing differs from its entry (nothing landed).
+        let mut r = RunReport::new("k", "unbind", "k--unbind.console.log");
+        judge(&mut r, e, &[], None);
+        assert_eq!(r.verdict, Verdict::Unexpected);
+        // An unusable kernel config is a failure, never a skip.
+        let mut r = RunReport::new("k", "unbind", "k--unbind.console.log");
+        judge(&mut r, None, &lacks, Some("kernel config ...".into()));
+        assert_eq!(r.verdict, Verdict::Unexpected);
+        assert_eq!(r.mismatches, ["kernel config ..."]);
+    }
 
     #[test]
     fn the_progress_line_says_how_many_frames_resolved() {

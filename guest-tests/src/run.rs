@@ -784,6 +784,10 @@ pub struct Finished {
     pub ktap_problems: Vec<String>,
     /// Host-side problems.
     pub notes: Vec<String>,
+    /// The needed features the guest found missing (the run is skipped).
+    pub lacks: Vec<String>,
+    /// The guest's check of the kernel's config, if it made one.
+    pub kconfig: Option<crate::scenario::KconfigCheck>,
     /// The EEPROM images after the guest stopped, by EEPROM id.
     pub images: std::collections::BTreeMap<String, Vec<u8>>,
     /// Frames of the console's reports resolved to `file:line` with the variant's objects,
@@ -853,6 +857,8 @@ pub fn teardown(
         done: interp.done,
         ktap_problems: crate::ktap::parse(&text).problems(),
         notes,
+        lacks: std::mem::take(&mut interp.lacks),
+        kconfig: interp.kconfig.take(),
         images,
         frames,
         stage_seconds: Default::default(),

@@ -102,15 +102,84 @@ pub enum FileKind {
     Boot,
 }
 
-/// A kernel feature a scenario needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// A kernel feature a scenario needs (`needs = [...]`). The guest checks each one before the
+/// scenario's steps; a kernel that lacks one skips the run (reported as skipped, with the
+/// feature named), it does not fail it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// The restored `nvmem_config.wp_gpio` (patch stack `test`).
-    #[serde(rename = "nvmem_config.wp_gpio")]
-    NvmemWpGpio,
-    /// at24's `wp_over_config` parameter (patch stack `test`).
-    #[serde(rename = "at24.wp_over_config")]
-    At24WpOverConfig,
+    /// `<module>.<param>`: a module parameter, seen in `/sys/module/<module>/parameters/` (built
+    /// in, or loaded), in `modules.builtin.modinfo`, or in the module file's modinfo (not
+    /// loaded for it).
+    Param {
+        /// The module (as `modprobe` names it).
+        module: String,
+        /// The parameter.
+        param: String,
+    },
+    /// A fact of the kernel's headers that nothing shows at run time, recorded by the guest
+    /// module's build (`eeprom_wire`'s `vgn_features` modinfo tag): one of [`BUILD_FEATURES`].
+    Build(&'static str),
+}
+
+/// The structures whose fields the guest module's build detects, and the fields it knows.
+pub const BUILD_FEATURES: &[&str] = &["nvmem_config.wp_gpio"];
+
+impl Need {
+    /// Reads a feature name: a [`BUILD_FEATURES`] name, or `<module>.<param>`; why not
+    /// otherwise.
+    pub fn parse(name: &str) -> Result<Need, String> {
+        if let Some(known) = BUILD_FEATURES.iter().find(|f| **f == name) {
+            return Ok(Need::Build(known));
+        }
+        let usage = "a feature is <module>.<parameter> (at24.wp_over_config, \
+                     nvmem_core.wp_nonexclusive) or one the guest module's build detects";
+        let Some((module, param)) = name.split_once('.') else {
+            return Err(format!(
+                "unknown feature '{name}': {usage} ({})",
+                BUILD_FEATURES.join(", ")
+            ));
+        };
+        let structs: BTreeSet<&str> = BUILD_FEATURES
+            .iter()
+            .filter_map(|f| f.split_once('.').map(|(s, _)| s))
+            .collect();
+        if structs.contains(module) {
+            return Err(format!(
+                "unknown feature '{name}': of {module}, the guest module's build detects only {}",
+                BUILD_FEATURES
+                    .iter()
+                    .filter(|f| f.starts_with(&format!("{module}.")))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let ident = |s: &str, dash: bool| {
+            s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && s.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (dash && c == '-')
+                })
+        };
+        if !ident(module, true) || !ident(param, false) {
+            return Err(format!(
+                "unknown feature '{name}': {usage} ({})",
+                BUILD_FEATURES.join(", ")
+            ));
+        }
+        Ok(Need::Param {
+            module: module.to_string(),
+            param: param.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Need::Param { module, param } => write!(f, "{module}.{param}"),
+            Need::Build(name) => f.write_str(name),
+        }
+    }
 }
 
 /// A gpio line's pull.
@@ -760,7 +829,7 @@ struct RawFile {
     #[serde(default)]
     kind: FileKind,
     #[serde(default)]
-    needs: Vec<Need>,
+    needs: Vec<toml::Spanned<String>>,
     #[serde(default)]
     devices: Devices,
     #[serde(default)]
@@ -843,6 +912,15 @@ impl Scenario {
                 return Err(c.at(top("cmdline"), format!("kernel command-line word '{w}'")));
             }
         }
+        let mut needs: Vec<Need> = Vec::new();
+        for n in &raw.needs {
+            let line = line_of(text, n.span().start);
+            let need = Need::parse(n.get_ref()).map_err(|m| c.at(line, m))?;
+            if needs.contains(&need) {
+                return Err(c.at(line, format!("feature '{need}' is needed twice")));
+            }
+            needs.push(need);
+        }
         check_devices(&raw.devices, &c, text)?;
 
         let mut steps = Vec::new();
@@ -923,7 +1001,7 @@ impl Scenario {
             name: raw.name,
             purpose: raw.purpose,
             kind: raw.kind,
-            needs: raw.needs,
+            needs,
             devices: raw.devices,
             cmdline: raw.cmdline,
             steps,
@@ -1242,6 +1320,14 @@ impl Scenario {
             q(&self.name),
             self.steps.len()
         );
+        // Before any step: each needed feature; one the kernel lacks skips every step.
+        for need in &self.needs {
+            let words = match need {
+                Need::Param { module, param } => ["param", module.as_str(), param.as_str()].map(q),
+                Need::Build(name) => ["build", *name, "-"].map(q),
+            };
+            out.push_str(&format!("need {}\n", words.join(" ")));
+        }
         for st in &self.steps {
             let flags = match (st.fatal, st.always) {
                 (true, true) => "fatal,always",
@@ -1578,6 +1664,52 @@ pub struct Interpreter<'a> {
     pub done: bool,
     /// Problems of the host side (a failed host action, a result the guest printed badly).
     pub notes: Vec<String>,
+    /// The needed features the guest found missing (`lacks` markers): the run is skipped.
+    pub lacks: Vec<String>,
+    /// The guest's check of the kernel's config, made when the host had none to check.
+    pub kconfig: Option<KconfigCheck>,
+    /// `kconfig-wrong` lines before the check's verdict.
+    kconfig_wrong: Vec<String>,
+}
+
+/// What the guest found checking `/proc/config.gz` against the config fragments (a prebuilt
+/// kernel given without its config; `guest-tests/kernel/kconfig-check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KconfigCheck {
+    /// It meets the fragments of this version.
+    Met {
+        /// The fragment version (`6.12`).
+        fragments: String,
+    },
+    /// It does not: the check's lines (`wanted CONFIG_X=y, got ...`).
+    Unmet {
+        /// The fragment version (the nearest).
+        fragments: String,
+        /// What is wrong.
+        wrong: Vec<String>,
+    },
+    /// The kernel has no `/proc/config.gz`: nothing checked its config.
+    Unchecked,
+}
+
+impl KconfigCheck {
+    /// The run's note: what was checked and how it came out.
+    pub fn note(&self) -> String {
+        match self {
+            KconfigCheck::Met { fragments } => {
+                format!("config checked in the guest: /proc/config.gz meets the {fragments} fragments")
+            }
+            KconfigCheck::Unmet { fragments, wrong } => format!(
+                "kernel config (/proc/config.gz) does not meet the {fragments} fragments: {}",
+                if wrong.is_empty() {
+                    "see the console".to_string()
+                } else {
+                    wrong.join("; ")
+                }
+            ),
+            KconfigCheck::Unchecked => "config unchecked: no --config, no .config in the build tree and no /proc/config.gz (CONFIG_IKCONFIG_PROC) in the guest".into(),
+        }
+    }
 }
 
 impl<'a> Interpreter<'a> {
@@ -1592,6 +1724,9 @@ impl<'a> Interpreter<'a> {
             markers: Vec::new(),
             done: false,
             notes: Vec::new(),
+            lacks: Vec::new(),
+            kconfig: None,
+            kconfig_wrong: Vec::new(),
         }
     }
 
@@ -1605,12 +1740,41 @@ impl<'a> Interpreter<'a> {
         let Some(m) = Marker::parse(line) else {
             return;
         };
+        if m.name == "kconfig-wrong" {
+            // The check's line as it printed it (spaces and all).
+            let text = line
+                .split_once("kconfig-wrong")
+                .map_or("", |(_, t)| t.trim());
+            self.kconfig_wrong.push(text.to_string());
+        }
         self.marker(m, host);
     }
 
     fn marker(&mut self, m: Marker, host: &mut dyn Host) {
         match m.name.as_str() {
             "done" => self.done = true,
+            "lacks" => {
+                if let Some(f) = m.field("feature") {
+                    self.lacks.push(f.to_string());
+                }
+            }
+            "kconfig-wrong" => {}
+            "kconfig" => {
+                let fragments = m.field("fragments").unwrap_or("?").to_string();
+                self.kconfig = match m.field("status") {
+                    Some("met") => Some(KconfigCheck::Met { fragments }),
+                    Some("unmet") => Some(KconfigCheck::Unmet {
+                        fragments,
+                        wrong: std::mem::take(&mut self.kconfig_wrong),
+                    }),
+                    Some("unchecked") => Some(KconfigCheck::Unchecked),
+                    other => {
+                        self.notes
+                            .push(format!("kconfig marker with status {other:?}"));
+                        None
+                    }
+                };
+            }
             "write-begin" => {
                 if let Some(o) = m.field("observe") {
                     self.pending_writes.insert(o.to_string());

@@ -37,6 +37,7 @@
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
+#include <linux/nvmem-provider.h>
 #include <linux/property.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -519,6 +520,26 @@ static void __exit ew_exit(void)
 	ew_unwire();
 	mutex_unlock(&ew_lock);
 }
+
+/*
+ * What the kernel's headers had when this module was built, for the
+ * scenario runner's "needs" check: facts nothing shows at run time.
+ * Kbuild looks for the field in include/linux/nvmem-provider.h and defines
+ * EW_NVMEM_CONFIG_WP_GPIO; the assertion makes the build fail rather than
+ * claim a field the compiler does not see. The runner reads the modinfo tag
+ * without loading the module; the "features" parameter shows the same
+ * once it is loaded.
+ */
+#ifdef EW_NVMEM_CONFIG_WP_GPIO
+static_assert(__same_type(((struct nvmem_config *)NULL)->wp_gpio, struct gpio_desc *));
+#define EW_FEATURES "nvmem_config.wp_gpio"
+#else
+#define EW_FEATURES ""
+#endif
+MODULE_INFO(vgn_features, EW_FEATURES);
+static char *features = EW_FEATURES;
+module_param(features, charp, 0444);
+MODULE_PARM_DESC(features, "Kernel features seen when this module was built (read only): nvmem_config.wp_gpio");
 
 module_init(ew_init);
 module_exit(ew_exit);

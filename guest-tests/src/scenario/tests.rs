@@ -471,3 +471,154 @@ fn pattern_matches_the_runner() {
     assert_eq!(&p[38..], &[b'.'; 26][..]);
     assert_ne!(pattern("A"), pattern("B"));
 }
+
+#[test]
+fn needs_are_module_parameters_or_build_features() {
+    let s = parse(&SMALL.replace(
+        "[devices.gpio]",
+        "needs = [\"at24.wp_over_config\", \"nvmem_core.wp_nonexclusive\", \"nvmem_config.wp_gpio\"]\n\n[devices.gpio]",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.needs,
+        [
+            Need::Param {
+                module: "at24".into(),
+                param: "wp_over_config".into()
+            },
+            Need::Param {
+                module: "nvmem_core".into(),
+                param: "wp_nonexclusive".into()
+            },
+            Need::Build("nvmem_config.wp_gpio"),
+        ]
+    );
+    assert_eq!(
+        s.needs.iter().map(Need::to_string).collect::<Vec<_>>(),
+        [
+            "at24.wp_over_config",
+            "nvmem_core.wp_nonexclusive",
+            "nvmem_config.wp_gpio"
+        ]
+    );
+    assert_eq!(
+        Need::parse("gpio-virtio.x"),
+        Ok(Need::Param {
+            module: "gpio-virtio".into(),
+            param: "x".into()
+        })
+    );
+}
+
+#[test]
+fn an_unknown_need_names_the_file_and_line() {
+    let with = |needs: &str| {
+        err(&SMALL.replace(
+            "[devices.gpio]",
+            &format!("needs = [\n  \"at24.wp_over_config\",\n  {needs},\n]\n\n[devices.gpio]"),
+        ))
+    };
+    // The needs start at line 5; the second entry is on line 7.
+    let e = with("\"wp_gpio\"");
+    assert!(
+        e.starts_with("t.toml:7: unknown feature 'wp_gpio': a feature is <module>.<parameter>"),
+        "{e}"
+    );
+    let e = with("\"nvmem_config.ignore_wp\"");
+    assert_eq!(
+        e,
+        "t.toml:7: unknown feature 'nvmem_config.ignore_wp': of nvmem_config, the guest module's build detects only nvmem_config.wp_gpio"
+    );
+    for bad in [
+        "\"at24.\"",
+        "\"AT24.wp\"",
+        "\"at24.wp.x\"",
+        "\"at24.wp-over\"",
+        "\"\"",
+    ] {
+        assert!(with(bad).starts_with("t.toml:7: unknown feature"), "{bad}");
+    }
+    let e = with("\"at24.wp_over_config\"");
+    assert_eq!(e, "t.toml:7: feature 'at24.wp_over_config' is needed twice");
+    let e = err(&SMALL.replace("[devices.gpio]", "needs = \"at24.x\"\n[devices.gpio]"));
+    assert!(e.contains("invalid type"), "{e}");
+}
+
+#[test]
+fn needs_are_checked_in_the_guest_before_any_step() {
+    let s = parse(&SMALL.replace(
+        "[devices.gpio]",
+        "needs = [\"at24.wp_over_config\", \"nvmem_config.wp_gpio\"]\n[devices.gpio]",
+    ))
+    .unwrap();
+    let script = s.guest_script();
+    assert_eq!(
+        script.lines().take(6).collect::<Vec<_>>(),
+        [
+            "# generated from t.toml by guest-tests",
+            "scenario 'small'",
+            "plan 4",
+            "need 'param' 'at24' 'wp_over_config'",
+            "need 'build' 'nvmem_config.wp_gpio' '-'",
+            "step fatal 'load' 'load' 'at24' 'wp_over_config=1'",
+        ]
+    );
+    // The runner has the check and each kind of it, and skips every step once one is missing.
+    let init =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/init")).unwrap();
+    for want in [
+        "\nneed() {",
+        "\n\tparam) _feat=$2.$3; have_param",
+        "\n\tbuild) _feat=$2; have_build_feature",
+        "mark \"lacks feature=$_feat\"",
+        "echo \"ok $I $_name # SKIP $SKIP_ALL\"",
+        "grep -z '^vgn_features='",
+    ] {
+        assert!(init.contains(want), "guest/init has no {want:?}");
+    }
+    // The tag the runner reads is the one the guest module's build writes.
+    let module = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/module/eeprom_wire.c"),
+    )
+    .unwrap();
+    assert!(module.contains("MODULE_INFO(vgn_features, EW_FEATURES)"));
+    for f in BUILD_FEATURES {
+        assert!(
+            module.contains(&format!("\"{f}\"")),
+            "eeprom_wire.c does not record {f}"
+        );
+    }
+    // No needs: no check.
+    assert!(!parse(SMALL).unwrap().guest_script().contains("\nneed "));
+}
+
+#[test]
+fn the_interpreter_collects_missing_needs_and_the_config_check() {
+    let s = parse(SMALL).unwrap();
+    let mut i = Interpreter::new(&s);
+    let mut host = recorder();
+    for l in [
+        "VGN-MARK: kconfig-wrong wanted CONFIG_I2C_VIRTIO=y, got nothing (symbol unknown or dependencies unmet)",
+        "VGN-MARK: kconfig status=unmet fragments=6.12",
+        "VGN-MARK: lacks feature=at24.wp_over_config",
+        "[    3.1] VGN-MARK: lacks feature=nvmem_config.wp_gpio",
+    ] {
+        i.line(l, &mut host);
+    }
+    assert_eq!(i.lacks, ["at24.wp_over_config", "nvmem_config.wp_gpio"]);
+    let k = i.kconfig.clone().unwrap();
+    assert_eq!(
+        k,
+        KconfigCheck::Unmet {
+            fragments: "6.12".into(),
+            wrong: vec![
+                "wanted CONFIG_I2C_VIRTIO=y, got nothing (symbol unknown or dependencies unmet)"
+                    .into()
+            ]
+        }
+    );
+    assert!(k.note().contains("CONFIG_I2C_VIRTIO=y"), "{}", k.note());
+    i.line("VGN-MARK: kconfig status=unchecked", &mut host);
+    assert!(i.kconfig.unwrap().note().starts_with("config unchecked"));
+    assert!(host.acts.is_empty());
+}
