@@ -111,6 +111,11 @@ pub enum Need {
     /// at24's `wp_over_config` parameter (patch stack `test`).
     #[serde(rename = "at24.wp_over_config")]
     At24WpOverConfig,
+    /// The nvmem core's `wp_nonexclusive` parameter: it requests WP with
+    /// `GPIOD_FLAGS_BIT_NONEXCLUSIVE`, so EEPROMs can share the line (a kernel test patch
+    /// that no variant carries yet).
+    #[serde(rename = "nvmem_core.wp_nonexclusive")]
+    NvmemCoreWpNonexclusive,
 }
 
 /// A gpio line's pull.
