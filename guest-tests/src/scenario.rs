@@ -986,7 +986,7 @@ impl Scenario {
         let mut saved: BTreeSet<&str> = BTreeSet::new();
         let mut marks: BTreeMap<&str, usize> = BTreeMap::new();
         let mut irq_requested = false;
-        // The EEPROMs created so far (by wire-eeprom or new-device): the line and the kind.
+        // The EEPROMs created so far (by wire-eeprom or new-device): the step's line and kind.
         let mut created: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
         for st in &self.steps {
             let l = st.line;
