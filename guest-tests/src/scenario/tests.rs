@@ -153,6 +153,7 @@ fn the_repository_scenarios_parse() {
         "irq",
         "eeprom",
         "level-irq",
+        "shared-wp",
         "bench",
         "boot",
     ] {
