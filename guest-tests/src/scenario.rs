@@ -416,14 +416,16 @@ pub enum Action {
         pci: Option<String>,
     },
     /// Create an EEPROM the way board code would: eeprom_wire registers a GPIO lookup for
-    /// its WP pin on `line` and creates the i2c client.
+    /// its WP pin on `line` and creates the i2c client. The first loads eeprom_wire, each
+    /// further one is added to it (several EEPROMs may share one line).
     WireEeprom {
         /// EEPROM id.
         eeprom: String,
         /// The gpio line wired to WP.
         line: String,
     },
-    /// eeprom_wire: remove the client and wire again to the chip present now.
+    /// eeprom_wire: remove every client it wired and wire them again, in order, to the chip
+    /// present now.
     Rewire {},
     /// Create an EEPROM through sysfs `new_device` (no WP wiring) and wait for its nvmem.
     NewDevice {
@@ -1065,6 +1067,8 @@ impl Scenario {
         let mut saved: BTreeSet<&str> = BTreeSet::new();
         let mut marks: BTreeMap<&str, usize> = BTreeMap::new();
         let mut irq_requested = false;
+        // The EEPROMs created so far (by wire-eeprom or new-device): the step's line and kind.
+        let mut created: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
         for st in &self.steps {
             let l = st.line;
             if self.kind == FileKind::Boot && self.devices.gpio.is_none() {
@@ -1095,7 +1099,13 @@ impl Scenario {
                     }
                 }
                 Action::Rmmod { module, .. } | Action::Refcount { module, .. } => {
-                    safe(l, "module", module)?
+                    safe(l, "module", module)?;
+                    // Unloading eeprom_wire removes every client it wired.
+                    if matches!(st.action, Action::Rmmod { .. })
+                        && module.replace('-', "_") == "eeprom_wire"
+                    {
+                        created.retain(|_, (_, how)| *how != "wire-eeprom");
+                    }
                 }
                 Action::WaitGone { what, pci } => match (what, pci) {
                     (Gone::Pci, None) => {
@@ -1128,11 +1138,27 @@ impl Scenario {
                         }
                     }
                 },
-                Action::WireEeprom { eeprom: e, line } => {
+                Action::WireEeprom { eeprom: e, .. } | Action::NewDevice { eeprom: e } => {
                     eeprom(l, e)?;
-                    gpio_line(l, line)?;
+                    if let Action::WireEeprom { line, .. } = &st.action {
+                        gpio_line(l, line)?;
+                    }
+                    // Each EEPROM is one i2c client: a second one at its address fails.
+                    if let Some((first, how)) = created.insert(e, (l, st.action.kind())) {
+                        return Err(c.at(
+                            l,
+                            format!(
+                                "EEPROM '{e}' is already created by the {how} at line {first}{}",
+                                if how == "wire-eeprom" {
+                                    " (rewire wires it again)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ));
+                    }
                 }
-                Action::NewDevice { eeprom: e } | Action::WaitNvmem { eeprom: e } => eeprom(l, e)?,
+                Action::WaitNvmem { eeprom: e } => eeprom(l, e)?,
                 Action::BenchNvmem { eeprom: e, .. } => eeprom(l, e)?,
                 Action::Write {
                     eeprom: e,
@@ -1380,6 +1406,7 @@ impl Scenario {
                     push(&e.model);
                     push(&format!("{:#04x}", e.addr));
                     push(&e.page.unwrap_or(32).to_string());
+                    push(&e.addr4());
                 }
                 Action::Rewire {} => push("rewire"),
                 Action::NewDevice { eeprom } => {

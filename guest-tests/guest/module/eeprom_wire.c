@@ -12,9 +12,16 @@
  * chip is NULL, and oopses. The table is registered before the client is
  * created, so at24 finds the line when it probes.
  *
+ * The load parameters (chip_type, addr, pagesize, line_name) describe the
+ * first EEPROM. Write "<type> <addr> [<pagesize> [<line>]]" to the
+ * "add_eeprom" parameter to wire one more, with a lookup table of its own
+ * (dev_id: its client name), possibly on the same line as another one:
+ * several EEPROMs sharing one WP line.
+ *
  * After a hot-replug the new chip has a new label: write to the "rewire"
- * parameter to unregister the client (at24 remove: the nvmem put path),
- * drop the table, and wire again to the current chip.
+ * parameter to unregister every client (at24 remove: the nvmem put path),
+ * drop the tables, and wire them again, in order, to the current chip.
+ * Unloading the module removes them all, the last one first.
  *
  * With wire=0 the module wires nothing at load. Its "level_irq" parameter
  * is a small interrupt consumer: user space can only request edge events
@@ -28,6 +35,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/atomic.h>
+#include <linux/ctype.h>
 #include <linux/device.h>
 #include <linux/gpio/consumer.h>
 #include <linux/gpio/driver.h>
@@ -66,8 +74,15 @@ static uint pagesize = 32;
 module_param(pagesize, uint, 0444);
 MODULE_PARM_DESC(pagesize, "Page size passed to at24 through a software node (default 32)");
 
-struct ew_state {
+#define EW_MAX_CLIENTS	8
+
+/* One EEPROM: what to create, and what was created for it. */
+struct ew_client {
 	bool wired;
+	char type[I2C_NAME_SIZE];	/* at24 device type, e.g. 24c32 */
+	char line[32];		/* name of the gpio line wired to WP */
+	u16 addr;
+	unsigned int pagesize;
 	char label[32];		/* gpio chip label, e.g. virtio1 */
 	char dev_id[32];	/* i2c client name, e.g. 0-0050 */
 	unsigned int offset;	/* hw offset of the wp line in the chip */
@@ -75,11 +90,14 @@ struct ew_state {
 	struct gpiod_lookup_table *table;
 	struct i2c_client *client;
 	struct property_entry props[2];
+	char node_name[24];
 	struct software_node swnode;
 };
 
 static DEFINE_MUTEX(ew_lock);
-static struct ew_state ew;
+/* The EEPROMs in the order they were added; ew_count of them are in use. */
+static struct ew_client ew[EW_MAX_CLIENTS];
+static unsigned int ew_count;
 static bool ew_ready;
 
 /* What the gpio chip match callback found. */
@@ -134,9 +152,9 @@ static int ew_match_chip(struct gpio_chip *gc, EW_MATCH_CONST void *data)
 	return 0;
 }
 
-static int ew_find_chip(struct ew_chip *chip)
+static int ew_find_chip(const char *line, struct ew_chip *chip)
 {
-	struct ew_match_ctx ctx = { .line = line_name, .out = chip };
+	struct ew_match_ctx ctx = { .line = line, .out = chip };
 
 	memset(chip, 0, sizeof(*chip));
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
@@ -153,7 +171,7 @@ static int ew_find_chip(struct ew_chip *chip)
 		return 0;
 	if (chip->chip_without_line)
 		pr_err("a %s chip exists but has no line named \"%s\"\n",
-		       EW_GPIO_DRIVER, line_name);
+		       EW_GPIO_DRIVER, line);
 	else
 		pr_err("no gpio chip bound to %s\n", EW_GPIO_DRIVER);
 	return -ENODEV;
@@ -181,28 +199,40 @@ static int ew_find_adapter(int *nr)
 	return 0;
 }
 
-/* Undo ew_wire(). Called with ew_lock held. */
-static void ew_unwire(void)
+/* Undo ew_wire() for one EEPROM. Called with ew_lock held. */
+static void ew_unwire(struct ew_client *c)
 {
-	if (ew.client) {
+	if (c->client) {
 		pr_info("removing client %s (at24 unbinds, the nvmem device goes)\n",
-			ew.dev_id);
-		i2c_unregister_device(ew.client);
-		ew.client = NULL;
+			c->dev_id);
+		i2c_unregister_device(c->client);
+		c->client = NULL;
 	}
-	if (ew.table) {
-		gpiod_remove_lookup_table(ew.table);
-		kfree(ew.table);
-		ew.table = NULL;
+	if (c->table) {
+		gpiod_remove_lookup_table(c->table);
+		kfree(c->table);
+		c->table = NULL;
 	}
-	if (ew.wired)
-		pr_info("unwired %s from chip %s line %u\n", ew.dev_id,
-			ew.label, ew.offset);
-	ew.wired = false;
+	if (c->wired)
+		pr_info("unwired %s from chip %s line %u\n", c->dev_id,
+			c->label, c->offset);
+	c->wired = false;
 }
 
-/* Find both devices, register the lookup, create the client. ew_lock held. */
-static int ew_wire(void)
+/* Undo every wiring, the last EEPROM first. Called with ew_lock held. */
+static void ew_unwire_all(void)
+{
+	unsigned int i;
+
+	for (i = ew_count; i > 0; i--)
+		ew_unwire(&ew[i - 1]);
+}
+
+/*
+ * Find both devices, register the EEPROM's own lookup (dev_id: its client
+ * name), create the client. Called with ew_lock held.
+ */
+static int ew_wire(struct ew_client *c)
 {
 	struct i2c_board_info info = {};
 	struct i2c_adapter *adap;
@@ -210,36 +240,36 @@ static int ew_wire(void)
 	struct i2c_client *client;
 	int nr, ret;
 
-	ret = ew_find_chip(&chip);
+	ret = ew_find_chip(c->line, &chip);
 	if (ret)
 		return ret;
 	ret = ew_find_adapter(&nr);
 	if (ret)
 		return ret;
 
-	strscpy(ew.label, chip.label, sizeof(ew.label));
-	ew.offset = chip.offset;
-	ew.adapter_nr = nr;
-	snprintf(ew.dev_id, sizeof(ew.dev_id), "%d-%04x", nr, addr);
+	strscpy(c->label, chip.label, sizeof(c->label));
+	c->offset = chip.offset;
+	c->adapter_nr = nr;
+	snprintf(c->dev_id, sizeof(c->dev_id), "%d-%04x", nr, c->addr);
 
 	/* One entry plus the terminating empty one. */
-	ew.table = kzalloc(struct_size(ew.table, table, 2), GFP_KERNEL);
-	if (!ew.table)
+	c->table = kzalloc(struct_size(c->table, table, 2), GFP_KERNEL);
+	if (!c->table)
 		return -ENOMEM;
-	ew.table->dev_id = ew.dev_id;
-	ew.table->table[0] =
-		GPIO_LOOKUP_IDX(ew.label, ew.offset, "wp", 0, GPIO_ACTIVE_HIGH);
-	gpiod_add_lookup_table(ew.table);
+	c->table->dev_id = c->dev_id;
+	c->table->table[0] =
+		GPIO_LOOKUP_IDX(c->label, c->offset, "wp", 0, GPIO_ACTIVE_HIGH);
+	gpiod_add_lookup_table(c->table);
 
-	ew.props[0] = PROPERTY_ENTRY_U32("pagesize", pagesize);
-	memset(&ew.props[1], 0, sizeof(ew.props[1]));
-	memset(&ew.swnode, 0, sizeof(ew.swnode));
-	ew.swnode.name = "eeprom-wire";
-	ew.swnode.properties = ew.props;
+	c->props[0] = PROPERTY_ENTRY_U32("pagesize", c->pagesize);
+	memset(&c->props[1], 0, sizeof(c->props[1]));
+	memset(&c->swnode, 0, sizeof(c->swnode));
+	c->swnode.name = c->node_name;
+	c->swnode.properties = c->props;
 
-	strscpy(info.type, chip_type, sizeof(info.type));
-	info.addr = addr;
-	info.swnode = &ew.swnode;
+	strscpy(info.type, c->type, sizeof(info.type));
+	info.addr = c->addr;
+	info.swnode = &c->swnode;
 
 	adap = i2c_get_adapter(nr);
 	if (!adap) {
@@ -252,46 +282,121 @@ static int ew_wire(void)
 	if (IS_ERR(client)) {
 		ret = PTR_ERR(client);
 		pr_err("creating %s at 0x%02x on i2c-%d failed: %d\n",
-		       chip_type, addr, nr, ret);
+		       c->type, c->addr, nr, ret);
 		goto err_table;
 	}
-	ew.client = client;
-	ew.wired = true;
+	c->client = client;
+	c->wired = true;
 	pr_info("wired chip=%s line=%s offset=%u adapter=i2c-%d client=%s type=%s pagesize=%u driver=%s\n",
-		ew.label, line_name, ew.offset, nr, ew.dev_id, chip_type,
-		pagesize, client->dev.driver ? client->dev.driver->name : "none");
+		c->label, c->line, c->offset, nr, c->dev_id, c->type,
+		c->pagesize, client->dev.driver ? client->dev.driver->name : "none");
 	return 0;
 
 err_table:
-	gpiod_remove_lookup_table(ew.table);
-	kfree(ew.table);
-	ew.table = NULL;
+	gpiod_remove_lookup_table(c->table);
+	kfree(c->table);
+	c->table = NULL;
 	return ret;
+}
+
+/*
+ * Take the next free slot for an EEPROM (not wired yet). Called with ew_lock
+ * held. The first keeps the software node name of the single-EEPROM module.
+ */
+static int ew_add(const char *type, u16 eeprom_addr, unsigned int page,
+		  const char *line, struct ew_client **out)
+{
+	struct ew_client *c;
+	unsigned int i;
+
+	if (!*type || strlen(type) >= sizeof(c->type) || !*line ||
+	    strlen(line) >= sizeof(c->line) || eeprom_addr > 0x7f) {
+		pr_err("cannot wire \"%s\" at 0x%02x on line \"%s\"\n",
+		       type, eeprom_addr, line);
+		return -EINVAL;
+	}
+	for (i = 0; i < ew_count; i++) {
+		if (ew[i].addr == eeprom_addr) {
+			pr_err("an EEPROM at 0x%02x is already wired\n", eeprom_addr);
+			return -EEXIST;
+		}
+	}
+	if (ew_count == EW_MAX_CLIENTS)
+		return -ENOSPC;
+	c = &ew[ew_count];
+	memset(c, 0, sizeof(*c));
+	strscpy(c->type, type, sizeof(c->type));
+	strscpy(c->line, line, sizeof(c->line));
+	c->addr = eeprom_addr;
+	c->pagesize = page;
+	if (ew_count)
+		snprintf(c->node_name, sizeof(c->node_name), "eeprom-wire-%u",
+			 ew_count);
+	else
+		strscpy(c->node_name, "eeprom-wire", sizeof(c->node_name));
+	*out = c;
+	return 0;
+}
+
+/* Add an EEPROM and wire it; on failure the slot stays free. ew_lock held. */
+static int ew_add_and_wire(const char *type, u16 eeprom_addr,
+			   unsigned int page, const char *line)
+{
+	struct ew_client *c;
+	int ret;
+
+	ret = ew_add(type, eeprom_addr, page, line, &c);
+	if (ret)
+		return ret;
+	ret = ew_wire(c);
+	if (ret)
+		return ret;
+	ew_count++;
+	return 0;
 }
 
 static int ew_rewire_set(const char *val, const struct kernel_param *kp)
 {
-	int ret;
+	unsigned int i;
+	int ret = 0;
 
 	if (!READ_ONCE(ew_ready))
 		return -EAGAIN;
 	mutex_lock(&ew_lock);
 	pr_info("rewire requested\n");
-	ew_unwire();
-	ret = ew_wire();
+	ew_unwire_all();
+	/* In the order they were added; stop at the first that fails. */
+	for (i = 0; i < ew_count && !ret; i++)
+		ret = ew_wire(&ew[i]);
+	/* Loaded with wire=0 and nothing added: the EEPROM of the parameters. */
+	if (!ew_count)
+		ret = ew_add_and_wire(chip_type, addr, pagesize, line_name);
 	mutex_unlock(&ew_lock);
 	return ret;
 }
 
+/* One line per EEPROM; "unwired" alone when there is none. */
 static int ew_rewire_get(char *buf, const struct kernel_param *kp)
 {
-	int n;
+	struct ew_client *c;
+	unsigned int i;
+	int n = 0;
 
 	mutex_lock(&ew_lock);
-	if (ew.wired)
-		n = sysfs_emit(buf, "wired chip=%s offset=%u adapter=%d client=%s\n",
-			       ew.label, ew.offset, ew.adapter_nr, ew.dev_id);
-	else
+	for (i = 0; i < ew_count; i++) {
+		c = &ew[i];
+		if (c->wired)
+			n += sysfs_emit_at(buf, n,
+					   "wired chip=%s offset=%u adapter=%d client=%s\n",
+					   c->label, c->offset, c->adapter_nr,
+					   c->dev_id);
+		else if (ew_count > 1)
+			n += sysfs_emit_at(buf, n, "unwired addr=0x%02x\n",
+					   c->addr);
+		else
+			n += sysfs_emit_at(buf, n, "unwired\n");
+	}
+	if (!ew_count)
 		n = sysfs_emit(buf, "unwired\n");
 	mutex_unlock(&ew_lock);
 	return n;
@@ -302,7 +407,55 @@ static const struct kernel_param_ops ew_rewire_ops = {
 	.get = ew_rewire_get,
 };
 module_param_cb(rewire, &ew_rewire_ops, NULL, 0644);
-MODULE_PARM_DESC(rewire, "Write anything: remove the client and table and wire again to the current chip. Read: the wiring.");
+MODULE_PARM_DESC(rewire, "Write anything: remove every client and table and wire them again, in order, to the current chip. Read: the wiring, one line per EEPROM.");
+
+/* The next word of *p, words separated by blanks ("" after the last). */
+static char *ew_word(char **p)
+{
+	char *w = skip_spaces(*p), *end = w;
+
+	while (*end && !isspace(*end))
+		end++;
+	if (*end)
+		*end++ = '\0';
+	*p = end;
+	return w;
+}
+
+/* "<type> <addr> [<pagesize> [<line>]]": one more EEPROM, wired now. */
+static int ew_add_set(const char *val, const struct kernel_param *kp)
+{
+	char buf[96], *p = buf, *type, *a, *ps, *line;
+	unsigned int page = pagesize;
+	u16 eeprom_addr;
+	int ret;
+
+	if (!READ_ONCE(ew_ready))
+		return -EAGAIN;
+	if (strscpy(buf, val, sizeof(buf)) < 0)
+		return -EINVAL;
+	type = ew_word(&p);
+	a = ew_word(&p);
+	ps = ew_word(&p);
+	line = ew_word(&p);
+	if (!*type || kstrtou16(a, 0, &eeprom_addr) ||
+	    (*ps && kstrtouint(ps, 0, &page)) || *ew_word(&p)) {
+		pr_err("add_eeprom: want \"<type> <addr> [<pagesize> [<line>]]\"\n");
+		return -EINVAL;
+	}
+	if (!*line)
+		line = line_name;
+	mutex_lock(&ew_lock);
+	ret = ew_add_and_wire(type, eeprom_addr, page, line);
+	mutex_unlock(&ew_lock);
+	return ret;
+}
+
+static const struct kernel_param_ops ew_add_ops = {
+	.set = ew_add_set,
+};
+module_param_cb(add_eeprom, &ew_add_ops, NULL, 0200);
+MODULE_PARM_DESC(add_eeprom, "Write \"<type> <addr> [<pagesize> [<line>]]\": wire one more EEPROM (its own lookup for \"wp\" on the line, default line_name and pagesize).");
 
 /* ---- level_irq: a kernel consumer of one interrupt on a virtio-gpio line */
 
@@ -501,7 +654,7 @@ static int __init ew_init(void)
 
 	if (wire) {
 		mutex_lock(&ew_lock);
-		ret = ew_wire();
+		ret = ew_add_and_wire(chip_type, addr, pagesize, line_name);
 		mutex_unlock(&ew_lock);
 	}
 	if (ret)
@@ -517,7 +670,8 @@ static void __exit ew_exit(void)
 	li_free();
 	mutex_unlock(&li_lock);
 	mutex_lock(&ew_lock);
-	ew_unwire();
+	ew_unwire_all();
+	ew_count = 0;
 	mutex_unlock(&ew_lock);
 }
 
@@ -544,5 +698,5 @@ MODULE_PARM_DESC(features, "Kernel features seen when this module was built (rea
 module_init(ew_init);
 module_exit(ew_exit);
 
-MODULE_DESCRIPTION("Wire a 24c32 on virtio-i2c to the virtio-gpio \"wp\" line; a level-interrupt consumer");
+MODULE_DESCRIPTION("Wire EEPROMs on virtio-i2c to a virtio-gpio line (\"wp\"); a level-interrupt consumer");
 MODULE_LICENSE("GPL");

@@ -154,6 +154,7 @@ fn the_repository_scenarios_parse() {
         "irq",
         "eeprom",
         "level-irq",
+        "shared-wp",
         "bench",
         "boot",
     ] {
@@ -621,4 +622,175 @@ fn the_interpreter_collects_missing_needs_and_the_config_check() {
     i.line("VGN-MARK: kconfig status=unchecked", &mut host);
     assert!(i.kconfig.unwrap().note().starts_with("config unchecked"));
     assert!(host.acts.is_empty());
+}
+
+/// Two EEPROMs wired to one WP line, each written and read back.
+const SHARED: &str = r#"
+name = "shared"
+purpose = "two EEPROMs on one WP line"
+
+[devices.gpio]
+wp_line = "wp"
+
+[[devices.gpio.line]]
+name = "wp"
+pull = "up"
+
+[[devices.eeprom]]
+id = "one"
+model = "24c32"
+addr = 0x50
+
+[[devices.eeprom]]
+id = "two"
+model = "24c02"
+addr = 0x51
+page = 8
+
+[[step]]
+do = "wire-eeprom"
+eeprom = "one"
+line = "wp"
+
+[[step]]
+do = "wait-nvmem"
+eeprom = "one"
+
+[[step]]
+do = "write"
+eeprom = "one"
+pattern = "A"
+observe = "w1"
+
+[[step]]
+name = "wire-two"
+do = "wire-eeprom"
+eeprom = "two"
+line = "wp"
+
+[[step]]
+name = "wait-two"
+do = "wait-nvmem"
+eeprom = "two"
+
+[[step]]
+name = "write-two"
+do = "write"
+eeprom = "two"
+pattern = "A"
+offset = 64
+observe = "w2"
+
+[[step]]
+do = "read-back"
+eeprom = "two"
+pattern = "A"
+offset = 64
+
+[[step]]
+do = "rewire"
+"#;
+
+#[test]
+fn several_eeproms_are_wired_and_addressed_by_their_address() {
+    let s = parse(SHARED).unwrap();
+    assert_eq!(
+        s.guest_script(),
+        "# generated from t.toml by guest-tests\n\
+         scenario 'shared'\n\
+         plan 8\n\
+         step fatal 'wire-eeprom' 'wire_eeprom' 'wp' '24c32' '0x50' '32' '0050'\n\
+         step fatal 'wait-nvmem' 'wait_nvmem' '0050'\n\
+         step fatal 'write' 'write' '0050' 'A' '0' 'w1' 'must-succeed'\n\
+         step fatal 'wire-two' 'wire_eeprom' 'wp' '24c02' '0x51' '8' '0051'\n\
+         step fatal 'wait-two' 'wait_nvmem' '0051'\n\
+         step fatal 'write-two' 'write' '0051' 'A' '64' 'w2' 'must-succeed'\n\
+         step - 'read-back' 'read_back' '0051' 'A' '64' 'same'\n\
+         step fatal 'rewire' 'rewire'\n"
+    );
+}
+
+#[test]
+fn an_eeprom_is_created_once() {
+    // The same EEPROM wired twice: the second client at its address would fail.
+    let twice = SHARED.replace("eeprom = \"two\"\nline", "eeprom = \"one\"\nline");
+    let e = err(&twice);
+    assert!(
+        e.starts_with(
+            "t.toml:38: EEPROM 'one' is already created by the wire-eeprom at line 23 \
+             (rewire wires it again)"
+        ),
+        "{e}"
+    );
+    // Or created through sysfs after it was wired.
+    let sysfs = SHARED.replace(
+        "name = \"wire-two\"\ndo = \"wire-eeprom\"\neeprom = \"two\"\nline = \"wp\"",
+        "name = \"wire-two\"\ndo = \"new-device\"\neeprom = \"one\"",
+    );
+    let e = err(&sysfs);
+    assert!(
+        e.starts_with("t.toml:38: EEPROM 'one' is already created by the wire-eeprom at line 23"),
+        "{e}"
+    );
+    // Created through sysfs first, then wired.
+    let e = err(&twice.replacen(
+        "do = \"wire-eeprom\"\neeprom = \"one\"\nline = \"wp\"",
+        "do = \"new-device\"\neeprom = \"one\"",
+        1,
+    ));
+    assert!(
+        e.ends_with("t.toml:37: EEPROM 'one' is already created by the new-device at line 23"),
+        "{e}"
+    );
+    // Unloading eeprom_wire removes its clients: wiring again is fine.
+    let reload = twice.replace(
+        "[[step]]\nname = \"wire-two\"",
+        "[[step]]\ndo = \"rmmod\"\nmodule = \"eeprom_wire\"\n\n[[step]]\nname = \"wire-two\"",
+    );
+    parse(&reload).unwrap();
+    // A second EEPROM on a line that does not exist is named as before.
+    let e = err(&SHARED.replace(
+        "eeprom = \"two\"\nline = \"wp\"",
+        "eeprom = \"two\"\nline = \"wq\"",
+    ));
+    assert!(
+        e.starts_with("t.toml:38: no gpio line 'wq' (lines: wp)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_write_is_judged_on_its_own_eeprom_image() {
+    let s = parse(SHARED).unwrap();
+    let (one, two) = (&s.devices.eeproms[0], &s.devices.eeproms[1]);
+    let mut host = recorder();
+    let mut it = Interpreter::new(&s);
+    // The same pattern: in the first image at 0, not in the second at 64.
+    std::fs::write(host.image(one), image_with("A", 0)).unwrap();
+    std::fs::write(host.image(two), vec![0xffu8; 256]).unwrap();
+    it.line(
+        "VGN-MARK: write-begin observe=w1 pattern=A offset=0",
+        &mut host,
+    );
+    it.line("VGN-MARK: write-end observe=w1 status=ok", &mut host);
+    it.line(
+        "VGN-MARK: write-begin observe=w2 pattern=A offset=64",
+        &mut host,
+    );
+    it.line("VGN-MARK: write-end observe=w2 status=ok", &mut host);
+    assert_eq!(it.observations.write("w1"), WriteOutcome::Landed);
+    assert_eq!(it.observations.write("w2"), WriteOutcome::Blocked);
+
+    // In the second image at 64: landed there, whatever the first holds.
+    let mut it = Interpreter::new(&s);
+    std::fs::write(host.image(one), vec![0xffu8; 4096]).unwrap();
+    let mut img = vec![0xffu8; 256];
+    img[64..64 + PATTERN_LEN].copy_from_slice(&pattern("A"));
+    std::fs::write(host.image(two), img).unwrap();
+    it.line(
+        "VGN-MARK: write-begin observe=w2 pattern=A offset=64",
+        &mut host,
+    );
+    it.line("VGN-MARK: write-end observe=w2 status=ok", &mut host);
+    assert_eq!(it.observations.write("w2"), WriteOutcome::Landed);
 }
