@@ -195,9 +195,13 @@ fn re(pattern: &str) -> Regex {
 
 static TIMESTAMP: LazyLock<Regex> = LazyLock::new(|| re(r"^\[\s*\d+\.\d+\]\s?"));
 static WARNING: LazyLock<Regex> = LazyLock::new(|| {
-    re(
-        r"^WARNING: (?:CPU: \d+ PID: \d+ )?at (\S+):(\d+) (\S+?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[\w+\])?\s*$",
-    )
+    // 6.x: "WARNING: CPU: 0 PID: 71 at drivers/gpio/gpiolib.c:2164 gpiod_free+0x4c/0x60";
+    // 7.x: "WARNING: lib/refcount.c:28 at refcount_warn_saturate+0x4a/0x59, CPU#0: rmmod/160".
+    re(concat!(
+        r"^WARNING: (?:(?:CPU: \d+ PID: \d+ )?at (?P<file>\S+):(?P<line>\d+) (?P<func>\S+?)",
+        r"(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[\w+\])?\s*",
+        r"|(?P<file7>\S+):(?P<line7>\d+) at (?P<func7>[^\s+,]+)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?, CPU#\d+: .*)$"
+    ))
 });
 static CHIP_GONE: LazyLock<Regex> = LazyLock::new(|| re(r"(\w+): backing chip is gone"));
 static LOCKDEP: LazyLock<Regex> = LazyLock::new(|| {
@@ -590,8 +594,12 @@ fn start_of_report(
         return Some(s);
     }
     if let Some(c) = WARNING.captures(line) {
-        let file = &c[1];
-        let function = &c[3];
+        let get = |a: &str, b: &str| c.name(a).or_else(|| c.name(b)).map_or("", |m| m.as_str());
+        let (file, at_line, function) = (
+            get("file", "file7"),
+            get("line", "line7"),
+            get("func", "func7"),
+        );
         let kind = if previous.starts_with("refcount_t: ") || file.ends_with("lib/refcount.c") {
             "refcount"
         } else if previous.starts_with("ODEBUG: ") || file.ends_with("lib/debugobjects.c") {
@@ -603,7 +611,7 @@ fn start_of_report(
         };
         return Some(splat(
             kind,
-            format!("{}:{}", file, &c[2]),
+            format!("{file}:{at_line}"),
             function.to_string(),
         ));
     }
@@ -915,6 +923,33 @@ mod tests {
             f.splats[0].title,
             "WARNING: refcount bug in gpiod_free_kref"
         );
+    }
+
+    #[test]
+    fn the_7x_warning_line_is_read_like_the_6x_one() {
+        // Linux 7.x prints "WARNING: <file>:<line> at <function>+off/len, CPU#n: comm/pid".
+        let log = "\
+[    4.3] ------------[ cut here ]------------
+[    4.3] refcount_t: underflow; use-after-free.
+[    4.3] WARNING: lib/refcount.c:28 at refcount_warn_saturate+0x4a/0x59, CPU#0: rmmod/160
+[    4.3] RIP: 0010:refcount_warn_saturate+0x53/0x59
+[    4.3] Call Trace:
+[    4.3]  <TASK>
+[    4.3]  nvmem_release+0x1d/0x30
+[    4.3]  device_release+0x31/0x80
+[    4.3]  </TASK>
+[    4.3] ---[ end trace 0000000000000000 ]---
+[    4.4] WARNING: drivers/gpio/gpiolib.c:2164 at gpiod_free+0x4c/0x60, CPU#1: rmmod/7
+";
+        let f = classify(log);
+        assert_eq!(f.splats.len(), 2);
+        assert_eq!(f.splats[0].kind, "refcount");
+        assert_eq!(f.splats[0].location, "lib/refcount.c:28");
+        assert_eq!(f.splats[0].function, "refcount_warn_saturate");
+        assert_eq!(f.splats[0].title, "WARNING: refcount bug in nvmem_release");
+        assert_eq!(f.splats[1].kind, "warning");
+        assert_eq!(f.splats[1].location, "drivers/gpio/gpiolib.c:2164");
+        assert_eq!(f.splats[1].function, "gpiod_free");
     }
 
     #[test]
