@@ -452,6 +452,21 @@ pub struct Guest {
     qemu_log: PathBuf,
     /// QEMU's version, from QMP.
     pub qemu_version: String,
+    /// When the initramfs was written and QEMU spawned (the end of stage `initrd`).
+    spawned: Instant,
+    /// When [`follow`] first saw the guest reach each point of its run.
+    pub milestones: Milestones,
+}
+
+/// When the host saw the guest reach each point of its run (to the console's poll interval).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Milestones {
+    /// The first console line (the kernel's serial console started).
+    pub first_line: Option<Instant>,
+    /// The runner's first marker (the kernel booted into `/init`).
+    pub runner_start: Option<Instant>,
+    /// The runner's `done`.
+    pub done: Option<Instant>,
 }
 
 impl Guest {
@@ -487,6 +502,7 @@ impl Guest {
             cfg.append.push_str(&opts.append);
         }
         let qemu_log = dir.path("qemu.log");
+        let spawned = Instant::now();
         let mut qemu = Qemu::spawn(&cfg, &qemu_log)?;
         let qmp_path = cfg.qmp.clone().unwrap_or_else(|| dir.path("qmp.sock"));
         let qemu_said = |source| RunError::Qmp {
@@ -506,6 +522,8 @@ impl Guest {
             console: Console::new(&cfg.console),
             qemu_log,
             qemu_version,
+            spawned,
+            milestones: Milestones::default(),
         })
     }
 }
@@ -672,6 +690,13 @@ pub fn follow(
         }
         let lines: Vec<String> = guest.console.lines()[seen..].to_vec();
         seen += lines.len();
+        let m = &mut guest.milestones;
+        if !lines.is_empty() {
+            m.first_line.get_or_insert_with(Instant::now);
+        }
+        if m.runner_start.is_none() && lines.iter().any(|l| is_runner_start(l)) {
+            m.runner_start = Some(Instant::now());
+        }
         let heartbeats = lines.iter().filter(|l| is_heartbeat(l)).count();
         if heartbeats > 0 {
             last_heartbeat = Some(Instant::now());
@@ -699,6 +724,7 @@ pub fn follow(
         }
         if interp.done && done_at.is_none() {
             done_at = Some(Instant::now());
+            guest.milestones.done = done_at;
         }
         if !alive {
             break if interp.done {
@@ -751,6 +777,11 @@ pub fn follow(
     result
 }
 
+/// Whether a console line is the runner's first marker.
+fn is_runner_start(line: &str) -> bool {
+    Marker::parse(line).is_some_and(|m| m.name == crate::console::RUNNER_START)
+}
+
 /// Whether a console line is the runner's heartbeat.
 fn is_heartbeat(line: &str) -> bool {
     Marker::parse(line).is_some_and(|m| m.name == HEARTBEAT)
@@ -789,9 +820,8 @@ pub struct Finished {
     /// Frames of the console's reports resolved to `file:line` with the variant's objects,
     /// and those left unresolved (a variant without line tables resolves none).
     pub frames: Resolved,
-    /// Wall time of each stage in seconds: `backends` (start, lines held), `qemu` (start,
-    /// initramfs, QMP), `guest` (boot to the end of the run), `teardown` (stop, logs).
-    pub stage_seconds: std::collections::BTreeMap<String, f64>,
+    /// Wall time of each stage in seconds (see [`STAGES`]).
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 /// Stage 5: stops QEMU and the backends, judges the pending writes, classifies the console,
@@ -811,7 +841,9 @@ pub fn teardown(
         mut console,
         qemu_log,
         qemu_version,
+        ..
     } = guest;
+    let mut clock = Stages::default();
     drop(qmp);
     if let Err(e) = qemu.kill() {
         interp.notes.push(format!("stopping QEMU: {e}"));
@@ -826,6 +858,7 @@ pub fn teardown(
         .filter_map(|e| Some((e.id.clone(), std::fs::read(backends.image(e)).ok()?)))
         .collect();
     let (gpio_log, i2c_log) = backends.stop();
+    clock.lap("stop");
     let _ = console.poll();
     let text = console.text();
     let mut notes = std::mem::take(&mut interp.notes);
@@ -845,6 +878,7 @@ pub fn teardown(
     observations.console = classify(&live_console(&text));
     let frames =
         Symbolizer::for_variant(&variant.dir).resolve_splats(&mut observations.console.splats);
+    clock.lap("judge");
     Finished {
         qemu: qemu_version,
         ended,
@@ -855,7 +889,7 @@ pub fn teardown(
         notes,
         images,
         frames,
-        stage_seconds: Default::default(),
+        stage_seconds: clock.seconds,
     }
 }
 
@@ -884,6 +918,7 @@ pub fn run(
     let mut backends = Backends::start(scenario, opts, dir)?;
     clock.lap("backends");
     let mut guest = Guest::start(variant, scenario, opts, dir, &backends)?;
+    clock.lap_at("initrd", guest.spawned);
     clock.lap("qemu");
     let mut interp = Interpreter::new(scenario);
     let ended = follow(
@@ -893,18 +928,53 @@ pub fn run(
         opts,
         &dir.log_name("console"),
     );
-    clock.lap("guest");
+    let m = guest.milestones;
+    // Each point the guest reached ends a stage; the time after the last one goes to the
+    // stage it was in when the run ended.
+    for (stage, at) in [
+        ("firmware", m.first_line),
+        ("kernel", m.runner_start),
+        ("scenario", m.done),
+    ] {
+        match at {
+            Some(t) => clock.lap_at(stage, t),
+            None => {
+                clock.lap(stage);
+                break;
+            }
+        }
+    }
+    if m.done.is_some() {
+        clock.lap("poweroff");
+    }
     let mut finished = teardown(guest, backends, interp, dir, variant, ended);
-    clock.lap("teardown");
-    finished.stage_seconds = clock.seconds;
+    finished.stage_seconds.extend(clock.seconds);
     Ok(finished)
 }
+
+/// The stages of a run in the order they happen, for [`Finished::stage_seconds`]:
+/// - `backends`: the backends started, the host-held lines set;
+/// - `initrd`: the run's initramfs written;
+/// - `qemu`: QEMU started, QMP connected;
+/// - `firmware`: to the first console line: the firmware, the kernel's decompression and
+///   its early boot until the serial console starts;
+/// - `kernel`: to the runner's first marker (the kernel's boot to `/init`);
+/// - `scenario`: to the runner's `done` (or the run's end without it);
+/// - `poweroff`: from `done` to QEMU's exit;
+/// - `stop`: QEMU and the backends stopped, the EEPROM images read;
+/// - `judge`: the console classified and symbolized, the logs kept;
+/// - `other`: what the caller spends around [`run`] (the run directory made and removed,
+///   the verdict), added by the caller.
+pub const STAGES: &[&str] = &[
+    "backends", "initrd", "qemu", "firmware", "kernel", "scenario", "poweroff", "stop", "judge",
+    "other",
+];
 
 /// Wall time per stage of a run.
 #[derive(Debug)]
 struct Stages {
     last: Instant,
-    seconds: std::collections::BTreeMap<String, f64>,
+    seconds: BTreeMap<String, f64>,
 }
 
 impl Default for Stages {
@@ -917,13 +987,18 @@ impl Default for Stages {
 }
 
 impl Stages {
-    /// Ends a stage: the time since the last lap.
+    /// Ends a stage now: the time since the last lap.
     fn lap(&mut self, stage: &str) {
-        let now = Instant::now();
-        let secs = (now - self.last).as_secs_f64();
+        self.lap_at(stage, Instant::now());
+    }
+
+    /// Ends a stage at `at` (not before the last lap).
+    fn lap_at(&mut self, stage: &str, at: Instant) {
+        let at = at.max(self.last);
+        let secs = (at - self.last).as_secs_f64();
         self.seconds
             .insert(stage.to_string(), (secs * 100.0).round() / 100.0);
-        self.last = now;
+        self.last = at;
     }
 }
 
