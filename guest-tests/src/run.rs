@@ -58,10 +58,6 @@ pub const KERNEL_QUIET: Duration = Duration::from_secs(2);
 /// The heartbeat marker.
 pub const HEARTBEAT: &str = "alive";
 
-/// How long QEMU gets to exit after the runner's `done` (it powers off at once; nothing the
-/// run judges comes after `done`).
-pub const EXIT_AFTER_DONE: Duration = Duration::from_secs(3);
-
 /// Where the runner finds its step list in the initramfs.
 pub const STEPS_PATH: &str = "etc/vgn-steps.sh";
 
@@ -438,9 +434,8 @@ pub fn initrd_with_steps(base: &Path, script: &str, out: &Path) -> std::io::Resu
         data.push(0);
     }
     data.extend_from_slice(&cpio_one(STEPS_PATH, script.as_bytes()));
-    let mut f = std::fs::File::create(out)?;
-    f.write_all(&data)?;
-    f.sync_all()
+    // No fsync: QEMU reads it through the page cache, and it is gone with the run.
+    std::fs::File::create(out)?.write_all(&data)
 }
 
 /// Stage 3: QEMU running the scenario on a variant, QMP connected.
@@ -677,7 +672,6 @@ pub fn follow(
 ) -> String {
     let mut seen = 0usize;
     let deadline = Instant::now() + opts.run_timeout;
-    let mut done_at: Option<Instant> = None;
     let mut last_line = Instant::now();
     let mut last_progress = Instant::now();
     let mut last_heartbeat: Option<Instant> = None;
@@ -722,22 +716,15 @@ pub fn follow(
             let notes = host.poll_deleted();
             interp.notes.extend(notes);
         }
-        if interp.done && done_at.is_none() {
-            done_at = Some(Instant::now());
-            guest.milestones.done = done_at;
+        if interp.done {
+            // Nothing the run judges comes after `done`: the run ends here, without waiting
+            // for the guest's power-off (which an oopsed kernel may never finish); teardown
+            // stops QEMU.
+            guest.milestones.done = Some(Instant::now());
+            break "done".to_string();
         }
         if !alive {
-            break if interp.done {
-                "done".to_string()
-            } else {
-                format!("qemu exited before the runner finished (see {console_log})")
-            };
-        }
-        if let Some(t) = done_at {
-            // The runner powers off right after `done`; give QEMU a moment to exit.
-            if t.elapsed() > EXIT_AFTER_DONE {
-                break "done (QEMU did not exit after power-off)".to_string();
-            }
+            break format!("qemu exited before the runner finished (see {console_log})");
         }
         if oops_seen && !interp.done {
             if last_heartbeat.is_some_and(|t| t.elapsed() >= HEARTBEAT_LOST)
@@ -944,9 +931,6 @@ pub fn run(
             }
         }
     }
-    if m.done.is_some() {
-        clock.lap("poweroff");
-    }
     let mut finished = teardown(guest, backends, interp, dir, variant, ended);
     finished.stage_seconds.extend(clock.seconds);
     Ok(finished)
@@ -960,13 +944,13 @@ pub fn run(
 ///   its early boot until the serial console starts;
 /// - `kernel`: to the runner's first marker (the kernel's boot to `/init`);
 /// - `scenario`: to the runner's `done` (or the run's end without it);
-/// - `poweroff`: from `done` to QEMU's exit;
-/// - `stop`: QEMU and the backends stopped, the EEPROM images read;
+/// - `stop`: QEMU (still running: the run ends at `done`, before the guest powers off) and
+///   the backends stopped, the EEPROM images read;
 /// - `judge`: the console classified and symbolized, the logs kept;
 /// - `other`: what the caller spends around [`run`] (the run directory made and removed,
 ///   the verdict), added by the caller.
 pub const STAGES: &[&str] = &[
-    "backends", "initrd", "qemu", "firmware", "kernel", "scenario", "poweroff", "stop", "judge",
+    "backends", "initrd", "qemu", "firmware", "kernel", "scenario", "stop", "judge",
     "other",
 ];
 
