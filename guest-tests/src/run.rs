@@ -950,8 +950,7 @@ pub fn run(
 /// - `other`: what the caller spends around [`run`] (the run directory made and removed,
 ///   the verdict), added by the caller.
 pub const STAGES: &[&str] = &[
-    "backends", "initrd", "qemu", "firmware", "kernel", "scenario", "stop", "judge",
-    "other",
+    "backends", "initrd", "qemu", "firmware", "kernel", "scenario", "stop", "judge", "other",
 ];
 
 /// Wall time per stage of a run.
