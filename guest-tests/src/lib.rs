@@ -21,6 +21,7 @@
 //! - [`run`]: one run in stages (run dir, backends, guest, follow the console, teardown).
 //! - [`reproduce`]: the matrix of kernel variants and scenarios, judged.
 //! - [`report`]: JSON, JUnit XML and the table.
+//! - [`timing`]: the runs' order (longest first) and where the wall time went.
 //! - [`bench`]: guest-side benchmarks (GPIO round trips, nvmem throughput).
 //! - [`boot`]: the boot check.
 
@@ -42,6 +43,7 @@ pub mod run;
 pub mod scenario;
 pub mod shard;
 pub mod symbolize;
+pub mod timing;
 pub mod variants;
 
 /// An error and its causes, `: `-separated, each printed once.

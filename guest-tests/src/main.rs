@@ -561,7 +561,16 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<Exit, MainError> {
         runs.len(),
         qemu_version
     );
-    finish(&a.out_dir, &runs, &meta, kcidb.as_ref())
+    let exit = finish(&a.out_dir, &runs, &meta, kcidb.as_ref())?;
+    let wall = runs
+        .iter()
+        .map(|r| r.offset_seconds.unwrap_or(0.0) + r.seconds)
+        .fold(0.0, f64::max);
+    println!(
+        "\nwhere the time went (stage_seconds of report.json):\n{}",
+        guest_tests::timing::Summary::new(&runs, wall, opts.jobs).table()
+    );
+    Ok(exit)
 }
 
 /// Writes the outputs of `runs` into `dir`, prints the table and the summary and returns

@@ -60,10 +60,14 @@ pub struct RunReport {
     pub ended: String,
     /// Wall time of the run in seconds.
     pub seconds: f64,
-    /// The same by stage (`backends`, `qemu`, `guest`, `teardown`); empty if the run failed
-    /// to start.
+    /// The same by stage ([`crate::run::STAGES`]: `backends` to `judge`, and `other`, the
+    /// rest); empty if the run failed to start.
     #[serde(default)]
     pub stage_seconds: std::collections::BTreeMap<String, f64>,
+    /// When the run started, in seconds after the reproduction's first run started (runs go
+    /// longest first, so this gives the order they ran in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_seconds: Option<f64>,
     /// File name of the console log, beside the report.
     pub console_log: String,
     /// When the run started (RFC 3339, UTC).
@@ -103,6 +107,7 @@ impl RunReport {
             ended: String::new(),
             seconds: 0.0,
             stage_seconds: Default::default(),
+            offset_seconds: None,
             console_log: console_log.to_string(),
             started: None,
             infrastructure: None,

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! The end-to-end reproduction: every kernel variant in every scenario, each run through the
-//! stages of [`crate::run`], judged against `expected.toml`. Runs go `jobs` at a time, with a
-//! line per run on stderr as it finishes.
+//! stages of [`crate::run`], judged against `expected.toml`. Runs go `jobs` at a time, the
+//! longest expected first ([`crate::timing`]), with a line per run on stderr as it finishes;
+//! the report keeps the matrix order.
 
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -13,6 +14,7 @@ use crate::report::{RunReport, Verdict};
 use crate::run::{self, Options, RunDir};
 use crate::scenario::{KconfigCheck, Scenario};
 use crate::shard::Shard;
+use crate::timing::{self, Expected};
 use crate::variants::Variant;
 
 /// Runs one kernel variant in one scenario and judges it (no expectation: observed only).
@@ -77,6 +79,14 @@ pub fn run_one(
     // Every run of a report has the same fields: the results of every scenario in it.
     report.observations.declare(declared);
     report.seconds = start.elapsed().as_secs_f64();
+    if !report.stage_seconds.is_empty() {
+        // What the stages of the run leave out: the run directory, the verdict.
+        let staged: f64 = report.stage_seconds.values().sum();
+        let other = (report.seconds - staged).max(0.0);
+        report
+            .stage_seconds
+            .insert("other".into(), (other * 100.0).round() / 100.0);
+    }
     judge(&mut report, expectation, &lacks, failed);
     if !notes.is_empty() {
         report.why = format!("{} [harness: {}]", report.why, notes.join("; "));
@@ -153,9 +163,28 @@ pub fn run_all(
         .filter(|(v, s)| mine.contains(&(v.name.clone(), s.name.clone())))
         .collect();
     let total = work.len();
-    let queue = Arc::new(Mutex::new(
-        work.into_iter().enumerate().rev().collect::<Vec<_>>(),
-    ));
+    let earlier = Expected::from_report(&opts.out_dir.join("report.json"));
+    let mut from_report = 0;
+    let expected: Vec<f64> = work
+        .iter()
+        .map(|(v, s)| {
+            earlier
+                .get(&v.name, &s.name)
+                .inspect(|_| from_report += 1)
+                .unwrap_or_else(|| timing::estimate(v.is_debug(), s))
+        })
+        .collect();
+    eprintln!(
+        "[reproduce] longest runs first: {from_report} of {total} run time(s) from the last report.json there, the rest estimated"
+    );
+    let mut work: Vec<Option<(Variant, Scenario)>> = work.into_iter().map(Some).collect();
+    // The queue is popped from its end: the first run to start goes last.
+    let queue: Vec<(usize, (Variant, Scenario))> = timing::longest_first(&expected)
+        .into_iter()
+        .rev()
+        .filter_map(|i| Some((i, work[i].take()?)))
+        .collect();
+    let queue = Arc::new(Mutex::new(queue));
     let results = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let workers: Vec<_> = (0..opts.jobs.max(1))
@@ -169,7 +198,9 @@ pub fn run_all(
                 let next = queue.lock().map(|mut q| q.pop()).ok().flatten();
                 let Some((i, (v, s))) = next else { break };
                 eprintln!("[reproduce] start {} {}", v.name, s.name);
-                let r = run_one(&v, &s, expectations.get(&v.name, &s.name), &declared, &opts);
+                let offset = started.elapsed().as_secs_f64();
+                let mut r = run_one(&v, &s, expectations.get(&v.name, &s.name), &declared, &opts);
+                r.offset_seconds = Some((offset * 100.0).round() / 100.0);
                 eprintln!(
                     "[reproduce] {}/{total} {} {}: {} in {:.0} s ({:.0} s elapsed){}{}",
                     results.lock().map(|r| r.len() + 1).unwrap_or(0),

@@ -58,10 +58,6 @@ pub const KERNEL_QUIET: Duration = Duration::from_secs(2);
 /// The heartbeat marker.
 pub const HEARTBEAT: &str = "alive";
 
-/// How long QEMU gets to exit after the runner's `done` (it powers off at once; nothing the
-/// run judges comes after `done`).
-pub const EXIT_AFTER_DONE: Duration = Duration::from_secs(3);
-
 /// Where the runner finds its step list in the initramfs.
 pub const STEPS_PATH: &str = "etc/vgn-steps.sh";
 
@@ -438,9 +434,8 @@ pub fn initrd_with_steps(base: &Path, script: &str, out: &Path) -> std::io::Resu
         data.push(0);
     }
     data.extend_from_slice(&cpio_one(STEPS_PATH, script.as_bytes()));
-    let mut f = std::fs::File::create(out)?;
-    f.write_all(&data)?;
-    f.sync_all()
+    // No fsync: QEMU reads it through the page cache, and it is gone with the run.
+    std::fs::File::create(out)?.write_all(&data)
 }
 
 /// Stage 3: QEMU running the scenario on a variant, QMP connected.
@@ -452,6 +447,21 @@ pub struct Guest {
     qemu_log: PathBuf,
     /// QEMU's version, from QMP.
     pub qemu_version: String,
+    /// When the initramfs was written and QEMU spawned (the end of stage `initrd`).
+    spawned: Instant,
+    /// When [`follow`] first saw the guest reach each point of its run.
+    pub milestones: Milestones,
+}
+
+/// When the host saw the guest reach each point of its run (to the console's poll interval).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Milestones {
+    /// The first console line (the kernel's serial console started).
+    pub first_line: Option<Instant>,
+    /// The runner's first marker (the kernel booted into `/init`).
+    pub runner_start: Option<Instant>,
+    /// The runner's `done`.
+    pub done: Option<Instant>,
 }
 
 impl Guest {
@@ -487,6 +497,7 @@ impl Guest {
             cfg.append.push_str(&opts.append);
         }
         let qemu_log = dir.path("qemu.log");
+        let spawned = Instant::now();
         let mut qemu = Qemu::spawn(&cfg, &qemu_log)?;
         let qmp_path = cfg.qmp.clone().unwrap_or_else(|| dir.path("qmp.sock"));
         let qemu_said = |source| RunError::Qmp {
@@ -506,6 +517,8 @@ impl Guest {
             console: Console::new(&cfg.console),
             qemu_log,
             qemu_version,
+            spawned,
+            milestones: Milestones::default(),
         })
     }
 }
@@ -659,7 +672,6 @@ pub fn follow(
 ) -> String {
     let mut seen = 0usize;
     let deadline = Instant::now() + opts.run_timeout;
-    let mut done_at: Option<Instant> = None;
     let mut last_line = Instant::now();
     let mut last_progress = Instant::now();
     let mut last_heartbeat: Option<Instant> = None;
@@ -672,6 +684,13 @@ pub fn follow(
         }
         let lines: Vec<String> = guest.console.lines()[seen..].to_vec();
         seen += lines.len();
+        let m = &mut guest.milestones;
+        if !lines.is_empty() {
+            m.first_line.get_or_insert_with(Instant::now);
+        }
+        if m.runner_start.is_none() && lines.iter().any(|l| is_runner_start(l)) {
+            m.runner_start = Some(Instant::now());
+        }
         let heartbeats = lines.iter().filter(|l| is_heartbeat(l)).count();
         if heartbeats > 0 {
             last_heartbeat = Some(Instant::now());
@@ -697,21 +716,15 @@ pub fn follow(
             let notes = host.poll_deleted();
             interp.notes.extend(notes);
         }
-        if interp.done && done_at.is_none() {
-            done_at = Some(Instant::now());
+        if interp.done {
+            // Nothing the run judges comes after `done`: the run ends here, without waiting
+            // for the guest's power-off (which an oopsed kernel may never finish); teardown
+            // stops QEMU.
+            guest.milestones.done = Some(Instant::now());
+            break "done".to_string();
         }
         if !alive {
-            break if interp.done {
-                "done".to_string()
-            } else {
-                format!("qemu exited before the runner finished (see {console_log})")
-            };
-        }
-        if let Some(t) = done_at {
-            // The runner powers off right after `done`; give QEMU a moment to exit.
-            if t.elapsed() > EXIT_AFTER_DONE {
-                break "done (QEMU did not exit after power-off)".to_string();
-            }
+            break format!("qemu exited before the runner finished (see {console_log})");
         }
         if oops_seen && !interp.done {
             if last_heartbeat.is_some_and(|t| t.elapsed() >= HEARTBEAT_LOST)
@@ -749,6 +762,11 @@ pub fn follow(
         ));
     }
     result
+}
+
+/// Whether a console line is the runner's first marker.
+fn is_runner_start(line: &str) -> bool {
+    Marker::parse(line).is_some_and(|m| m.name == crate::console::RUNNER_START)
 }
 
 /// Whether a console line is the runner's heartbeat.
@@ -793,9 +811,8 @@ pub struct Finished {
     /// Frames of the console's reports resolved to `file:line` with the variant's objects,
     /// and those left unresolved (a variant without line tables resolves none).
     pub frames: Resolved,
-    /// Wall time of each stage in seconds: `backends` (start, lines held), `qemu` (start,
-    /// initramfs, QMP), `guest` (boot to the end of the run), `teardown` (stop, logs).
-    pub stage_seconds: std::collections::BTreeMap<String, f64>,
+    /// Wall time of each stage in seconds (see [`STAGES`]).
+    pub stage_seconds: BTreeMap<String, f64>,
 }
 
 /// Stage 5: stops QEMU and the backends, judges the pending writes, classifies the console,
@@ -815,7 +832,9 @@ pub fn teardown(
         mut console,
         qemu_log,
         qemu_version,
+        ..
     } = guest;
+    let mut clock = Stages::default();
     drop(qmp);
     if let Err(e) = qemu.kill() {
         interp.notes.push(format!("stopping QEMU: {e}"));
@@ -830,6 +849,7 @@ pub fn teardown(
         .filter_map(|e| Some((e.id.clone(), std::fs::read(backends.image(e)).ok()?)))
         .collect();
     let (gpio_log, i2c_log) = backends.stop();
+    clock.lap("stop");
     let _ = console.poll();
     let text = console.text();
     let mut notes = std::mem::take(&mut interp.notes);
@@ -849,6 +869,7 @@ pub fn teardown(
     observations.console = classify(&live_console(&text));
     let frames =
         Symbolizer::for_variant(&variant.dir).resolve_splats(&mut observations.console.splats);
+    clock.lap("judge");
     Finished {
         qemu: qemu_version,
         ended,
@@ -861,7 +882,7 @@ pub fn teardown(
         kconfig: interp.kconfig.take(),
         images,
         frames,
-        stage_seconds: Default::default(),
+        stage_seconds: clock.seconds,
     }
 }
 
@@ -890,6 +911,7 @@ pub fn run(
     let mut backends = Backends::start(scenario, opts, dir)?;
     clock.lap("backends");
     let mut guest = Guest::start(variant, scenario, opts, dir, &backends)?;
+    clock.lap_at("initrd", guest.spawned);
     clock.lap("qemu");
     let mut interp = Interpreter::new(scenario);
     let ended = follow(
@@ -899,18 +921,49 @@ pub fn run(
         opts,
         &dir.log_name("console"),
     );
-    clock.lap("guest");
+    let m = guest.milestones;
+    // Each point the guest reached ends a stage; the time after the last one goes to the
+    // stage it was in when the run ended.
+    for (stage, at) in [
+        ("firmware", m.first_line),
+        ("kernel", m.runner_start),
+        ("scenario", m.done),
+    ] {
+        match at {
+            Some(t) => clock.lap_at(stage, t),
+            None => {
+                clock.lap(stage);
+                break;
+            }
+        }
+    }
     let mut finished = teardown(guest, backends, interp, dir, variant, ended);
-    clock.lap("teardown");
-    finished.stage_seconds = clock.seconds;
+    finished.stage_seconds.extend(clock.seconds);
     Ok(finished)
 }
+
+/// The stages of a run in the order they happen, for [`Finished::stage_seconds`]:
+/// - `backends`: the backends started, the host-held lines set;
+/// - `initrd`: the run's initramfs written;
+/// - `qemu`: QEMU started, QMP connected;
+/// - `firmware`: to the first console line: the firmware, the kernel's decompression and
+///   its early boot until the serial console starts;
+/// - `kernel`: to the runner's first marker (the kernel's boot to `/init`);
+/// - `scenario`: to the runner's `done` (or the run's end without it);
+/// - `stop`: QEMU (still running: the run ends at `done`, before the guest powers off) and
+///   the backends stopped, the EEPROM images read;
+/// - `judge`: the console classified and symbolized, the logs kept;
+/// - `other`: what the caller spends around [`run`] (the run directory made and removed,
+///   the verdict), added by the caller.
+pub const STAGES: &[&str] = &[
+    "backends", "initrd", "qemu", "firmware", "kernel", "scenario", "stop", "judge", "other",
+];
 
 /// Wall time per stage of a run.
 #[derive(Debug)]
 struct Stages {
     last: Instant,
-    seconds: std::collections::BTreeMap<String, f64>,
+    seconds: BTreeMap<String, f64>,
 }
 
 impl Default for Stages {
@@ -923,13 +976,18 @@ impl Default for Stages {
 }
 
 impl Stages {
-    /// Ends a stage: the time since the last lap.
+    /// Ends a stage now: the time since the last lap.
     fn lap(&mut self, stage: &str) {
-        let now = Instant::now();
-        let secs = (now - self.last).as_secs_f64();
+        self.lap_at(stage, Instant::now());
+    }
+
+    /// Ends a stage at `at` (not before the last lap).
+    fn lap_at(&mut self, stage: &str, at: Instant) {
+        let at = at.max(self.last);
+        let secs = (at - self.last).as_secs_f64();
         self.seconds
             .insert(stage.to_string(), (secs * 100.0).round() / 100.0);
-        self.last = now;
+        self.last = at;
     }
 }
 

@@ -77,8 +77,11 @@ pub struct Resolved {
 #[derive(Debug)]
 pub struct Symbolizer {
     vmlinux: PathBuf,
-    /// Module name (with `_`) → its `.ko`.
+    /// Module name (with `_`) → its `.ko`, from the directories indexed so far.
     modules: HashMap<String, PathBuf>,
+    /// Directories still to index, in order: each is walked only when a frame names a module
+    /// not found in the earlier ones (a run without module frames walks none).
+    unindexed: std::collections::VecDeque<PathBuf>,
     /// Prefixes stripped from source paths (the source tree), longest first.
     roots: Vec<String>,
     objects: HashMap<PathBuf, Option<Object>>,
@@ -88,10 +91,6 @@ impl Symbolizer {
     /// A symbolizer for `vmlinux`, finding modules (`*.ko`) anywhere under `module_dirs`, and
     /// printing source paths relative to `source_roots` where they start with one.
     pub fn new(vmlinux: &Path, module_dirs: &[PathBuf], source_roots: &[PathBuf]) -> Symbolizer {
-        let mut modules = HashMap::new();
-        for dir in module_dirs {
-            index_modules(dir, &mut modules, 0);
-        }
         let mut roots: Vec<String> = source_roots
             .iter()
             .map(|r| {
@@ -105,7 +104,8 @@ impl Symbolizer {
         roots.sort_by_key(|r| std::cmp::Reverse(r.len()));
         Symbolizer {
             vmlinux: vmlinux.to_path_buf(),
-            modules,
+            modules: HashMap::new(),
+            unindexed: module_dirs.iter().cloned().collect(),
             roots,
             objects: HashMap::new(),
         }
@@ -120,14 +120,29 @@ impl Symbolizer {
         if let Ok(src) = std::fs::read_to_string(dir.join("srcdir")) {
             roots.push(PathBuf::from(src.trim()));
         }
-        Symbolizer::new(&kbuild.join("vmlinux"), &[dir.to_path_buf()], &roots)
+        // The installed modules and the guest module first: walking the whole directory
+        // (the object tree too, about 100 000 files) finds the same objects first, as it
+        // visits these two before the tree, and is left for a module found in neither.
+        let dirs = [
+            dir.join("guest-module"),
+            dir.join("modroot"),
+            dir.to_path_buf(),
+        ];
+        Symbolizer::new(&kbuild.join("vmlinux"), &dirs, &roots)
     }
 
     /// The object file a frame's function lives in.
-    fn object_path(&self, frame: &Frame) -> Option<PathBuf> {
-        match &frame.module {
-            None => Some(self.vmlinux.clone()),
-            Some(m) => self.modules.get(&m.replace('-', "_")).cloned(),
+    fn object_path(&mut self, frame: &Frame) -> Option<PathBuf> {
+        let Some(m) = &frame.module else {
+            return Some(self.vmlinux.clone());
+        };
+        let name = m.replace('-', "_");
+        loop {
+            if let Some(p) = self.modules.get(&name) {
+                return Some(p.clone());
+            }
+            let dir = self.unindexed.pop_front()?;
+            index_modules(&dir, &mut self.modules, 0);
         }
     }
 
