@@ -386,7 +386,8 @@ impl RunArgs {
             for line in origin.lines().filter(|l| !l.is_empty()) {
                 eprintln!("[reproduce]   {line}");
             }
-            if !describe.trim().is_empty() {
+            // The origin file carries it already when build-guest wrote one there.
+            if !describe.trim().is_empty() && !origin.lines().any(|l| l.starts_with("describe: ")) {
                 eprintln!("[reproduce]   describe: {}", describe.trim());
             }
         }
