@@ -991,7 +991,8 @@ impl Stages {
     }
 }
 
-/// Console text without the runner's dmesg dump, which repeats what the kernel printed live.
+/// Console text without the runner's dmesg dump (the KERN_DEBUG messages the console did not
+/// show live; older runners dumped everything, which repeated what the kernel printed live).
 pub fn live_console(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_dump = false;
