@@ -643,10 +643,9 @@ impl TestFrontend {
         let slot_size = self.opts.slot_size;
         let event_idx = self.acked & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let mem = &self.mem;
-        let q = self
-            .queues
-            .get_mut(queue)
-            .ok_or(FrontendError::BadQueue(queue))?;
+        let Some(q) = self.queues.get_mut(queue) else {
+            return Err(FrontendError::BadQueue(queue));
+        };
         let needed = if indirect { 1 } else { bufs.len() };
         if q.free.len() < needed {
             return Err(FrontendError::QueueFull {
@@ -757,10 +756,9 @@ impl TestFrontend {
 
     /// Notifies the backend that the queue has new chains.
     pub fn kick(&self, queue: usize) -> Result<()> {
-        let q = self
-            .queues
-            .get(queue)
-            .ok_or(FrontendError::BadQueue(queue))?;
+        let Some(q) = self.queues.get(queue) else {
+            return Err(FrontendError::BadQueue(queue));
+        };
         q.kick.write(1).map_err(|source| FrontendError::Io {
             what: "kick",
             source,
@@ -779,10 +777,9 @@ impl TestFrontend {
     pub fn poll_used_into(&mut self, queue: usize, out: &mut Completion) -> Result<bool> {
         let event_idx = self.acked & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let mem = &self.mem;
-        let q = self
-            .queues
-            .get_mut(queue)
-            .ok_or(FrontendError::BadQueue(queue))?;
+        let Some(q) = self.queues.get_mut(queue) else {
+            return Err(FrontendError::BadQueue(queue));
+        };
         let used_idx: u16 = mem
             .load(GuestAddress(q.used.0 + 2), Ordering::Acquire)
             .map_err(mem_err)?;
@@ -792,10 +789,13 @@ impl TestFrontend {
         let elem = GuestAddress(q.used.0 + 4 + 8 * u64::from(q.last_used % q.size));
         let id: u32 = mem.read_obj(elem).map_err(mem_err)?;
         let len: u32 = mem.read_obj(GuestAddress(elem.0 + 4)).map_err(mem_err)?;
-        let head = u16::try_from(id)
+        // Not `ok_or`: building the error eagerly cost every completion.
+        let Some(head) = u16::try_from(id)
             .ok()
             .filter(|&h| q.in_flight.get(usize::from(h)).is_some_and(|c| c.live))
-            .ok_or(FrontendError::BadUsed { queue, id })?;
+        else {
+            return Err(FrontendError::BadUsed { queue, id });
+        };
         let chain = &mut q.in_flight[usize::from(head)];
         chain.live = false;
         q.live -= 1;
@@ -869,10 +869,9 @@ impl TestFrontend {
 
     /// Waits for the backend to signal the queue's call eventfd; true if it did in time.
     pub fn wait_call(&self, queue: usize, timeout: Duration) -> Result<bool> {
-        let q = self
-            .queues
-            .get(queue)
-            .ok_or(FrontendError::BadQueue(queue))?;
+        let Some(q) = self.queues.get(queue) else {
+            return Err(FrontendError::BadQueue(queue));
+        };
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         let mut events = [EpollEvent::default(); 1];
         let n = loop {
