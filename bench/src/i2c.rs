@@ -124,8 +124,14 @@ fn status_ok(c: &Completion, data_len: u32) -> bool {
 }
 
 /// One random-read transfer (address write with FAIL_NEXT, then the read); returns whether
-/// both chains succeeded.
-fn random_read(fe: &mut TestFrontend, t: &Target, offset: u32, len: u32) -> Result<bool> {
+/// both chains succeeded. `used` receives the two completions (reused, not reallocated).
+fn random_read(
+    fe: &mut TestFrontend,
+    t: &Target,
+    offset: u32,
+    len: u32,
+    used: &mut [Completion; 2],
+) -> Result<bool> {
     let mut w = [0u8; 2];
     let n = t.word(offset, &mut w);
     let h1 = hdr(t.addr, FAIL_NEXT);
@@ -133,9 +139,10 @@ fn random_read(fe: &mut TestFrontend, t: &Target, offset: u32, len: u32) -> Resu
     fe.submit(0, &[Buf::Out(&h1), Buf::Out(&w[..n]), Buf::In(1)], false)?;
     fe.submit(0, &[Buf::Out(&h2), Buf::In(len), Buf::In(1)], false)?;
     fe.kick(0)?;
-    let a = fe.wait_used(0, TIMEOUT)?;
-    let b = fe.wait_used(0, TIMEOUT)?;
-    Ok(status_ok(&a, 0) && status_ok(&b, len))
+    let [a, b] = used;
+    fe.wait_used_into(0, TIMEOUT, a)?;
+    fe.wait_used_into(0, TIMEOUT, b)?;
+    Ok(status_ok(a, 0) && status_ok(b, len))
 }
 
 /// One page write (word address and data in one message, as Linux at24 sends it).
@@ -145,6 +152,7 @@ fn page_write(
     offset: u32,
     data: &mut [u8; 258],
     len: usize,
+    used: &mut Completion,
 ) -> Result<bool> {
     let mut w = [0u8; 2];
     let n = t.word(offset, &mut w);
@@ -158,13 +166,13 @@ fn page_write(
         false,
     )?;
     fe.kick(0)?;
-    let c = fe.wait_used(0, TIMEOUT)?;
-    Ok(status_ok(&c, 0))
+    fe.wait_used_into(0, TIMEOUT, used)?;
+    Ok(status_ok(used, 0))
 }
 
 /// Probes the device with a one-byte random read at 0.
 pub fn probe(fe: &mut TestFrontend, t: &Target) -> Result<()> {
-    if random_read(fe, t, 0, 1)? {
+    if random_read(fe, t, 0, 1, &mut Default::default())? {
         Ok(())
     } else {
         Err(BenchError::Setup(format!(
@@ -206,6 +214,7 @@ pub fn run(
     let mut tally = Tally::default();
     let mut data = [0u8; 258];
     let mut offset = 0u32;
+    let mut used: [Completion; 2] = Default::default();
     loop {
         let at_start_of_pass = offset == 0;
         if Instant::now() >= deadline && (at_start_of_pass || !matches!(work, Work::SeqRead { .. }))
@@ -217,7 +226,7 @@ pub fn run(
             Work::RandomRead { len } => {
                 let slots = (t.size / len).max(1);
                 let off = rng.below(slots) * len;
-                (random_read(fe, t, off, len)?, 2, len)
+                (random_read(fe, t, off, len, &mut used)?, 2, len)
             }
             Work::PageWrite { len } => {
                 let off = rng.below(t.size / t.page) * t.page;
@@ -225,11 +234,11 @@ pub fn run(
                 for b in data[2..2 + l].iter_mut() {
                     *b = u8::try_from(rng.next_u64() & 0xff).unwrap_or(0);
                 }
-                (page_write(fe, t, off, &mut data, l)?, 1, len)
+                (page_write(fe, t, off, &mut data, l, &mut used[0])?, 1, len)
             }
             Work::SeqRead { chunk } => {
                 let len = chunk.min(t.size - offset);
-                let ok = random_read(fe, t, offset, len)?;
+                let ok = random_read(fe, t, offset, len, &mut used)?;
                 offset = (offset + len) % t.size;
                 (ok, 2, len)
             }

@@ -152,7 +152,7 @@ impl<const N: usize> ChainScan<N> {
     /// Walk `chain` once. An error means there is nowhere to put an answer (a
     /// device-writable buffer outside guest memory, or none at all): the chain
     /// is returned unanswered.
-    pub fn new(chain: &Chain, max: usize) -> Result<Self, ChainError> {
+    pub fn new(chain: &Chain<'_>, max: usize) -> Result<Self, ChainError> {
         let mem = chain.memory();
         let mut head = [0u8; N];
         let mut readable: usize = 0;
@@ -229,7 +229,7 @@ pub enum ChainShapeError {
 /// descriptors, and a proper end (the last descriptor without NEXT). On an error some
 /// descriptors may already have been handed over.
 pub fn walk(
-    chain: &Chain,
+    chain: &Chain<'_>,
     max: usize,
     mut each: impl FnMut(&Descriptor),
 ) -> Result<usize, ChainShapeError> {

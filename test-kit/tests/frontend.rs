@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use test_kit::frontend::{Buf, FrontendError, FrontendOptions, TestFrontend};
+use test_kit::frontend::{Buf, Completion, FrontendError, FrontendOptions, TestFrontend};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -231,6 +231,42 @@ fn many_requests_wrap_the_ring_and_keep_order() {
         .map(|_| fe.wait_used(0, TIMEOUT).unwrap().ins[0][0])
         .collect();
     assert_eq!(got, (0u8..8).collect::<Vec<_>>());
+    fe.disconnect();
+    h.join().unwrap();
+}
+
+/// One `Completion` reused for chains of different shapes holds exactly the last one's
+/// buffers; the in-flight table follows direct and indirect chains alike.
+#[test]
+fn a_reused_completion_takes_each_chains_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("echo.sock");
+    let (h, _) = serve(&sock);
+    let mut fe = TestFrontend::connect(&sock, options(), TIMEOUT).unwrap();
+    let mut c = Completion::default();
+    assert!(!fe.poll_used_into(0, &mut c).unwrap());
+    let shapes: [&[Buf]; 4] = [
+        &[Buf::Out(b"abc"), Buf::In(2), Buf::In(2)],
+        &[Buf::Out(b"xy"), Buf::In(4)],
+        &[Buf::Out(b"q"), Buf::In(1), Buf::In(1), Buf::In(1)],
+        &[Buf::Out(b"hello"), Buf::In(5)],
+    ];
+    let want: [&[&[u8]]; 4] = [
+        &[b"cb", b"a\xa5"],
+        &[b"yx\xa5\xa5"],
+        &[b"q", b"\xa5", b"\xa5"],
+        &[b"olleh"],
+    ];
+    for (i, (bufs, want)) in shapes.iter().zip(want).enumerate() {
+        let head = fe.submit(0, bufs, i % 2 == 1).unwrap();
+        fe.kick(0).unwrap();
+        fe.wait_used_into(0, TIMEOUT, &mut c).unwrap();
+        assert_eq!(c.id, head);
+        assert_eq!(c.ins, want.iter().map(|b| b.to_vec()).collect::<Vec<_>>());
+        assert_eq!(fe.in_flight(0), 0);
+    }
+    // Nothing else was used.
+    assert!(!fe.poll_used_into(0, &mut c).unwrap());
     fe.disconnect();
     h.join().unwrap();
 }

@@ -60,7 +60,7 @@ pub const DEVICE_EVENT: u16 = 3;
 const _: () = assert!(DEVICE_EVENT as usize > NUM_QUEUES);
 
 use common::chain::{ChainError, ChainScan};
-use common::vq::{drain, signal, Chain, Mem, QueueServer, Served, RING_FEATURES};
+use common::vq::{drain, with_ring, Chain, Mem, QueueServer, Ring, Served, RING_FEATURES};
 
 /// A `VringRwLock` that tells the device when the frontend disables it
 /// (`SET_VRING_ENABLE 0`, or a device reset), which the library reports to no
@@ -201,7 +201,7 @@ struct QueueOf<'a> {
 }
 
 impl QueueServer for QueueOf<'_> {
-    fn serve(&mut self, chain: Chain) -> Served {
+    fn serve(&mut self, chain: Chain<'_>) -> Served {
         if self.index == REQUEST_QUEUE {
             self.backend.serve_request(&chain, self.evq)
         } else {
@@ -266,7 +266,7 @@ impl VhostUserGpioBackend {
 
     /// Serve one requestq chain: check it, parse it, hand it to the device,
     /// write the answer.
-    fn serve_request(&self, chain: &Chain, evq: Option<&GpioVring>) -> Served {
+    fn serve_request(&self, chain: &Chain<'_>, evq: Option<&GpioVring>) -> Served {
         let mem = chain.memory();
         let name = self.device.name();
         let head = chain.head_index();
@@ -305,7 +305,7 @@ impl VhostUserGpioBackend {
                 generation,
             } => {
                 if let Some(evq) = evq {
-                    self.complete(evq, completions, generation);
+                    self.complete(evq, mem, completions, generation);
                 }
                 let out = response.bytes();
                 match writable.write(mem, out) {
@@ -322,7 +322,7 @@ impl VhostUserGpioBackend {
     }
 
     /// Serve one eventq chain: hand the buffer to the device (unmask).
-    fn serve_event(&self, chain: &Chain, evq: &GpioVring) -> Served {
+    fn serve_event(&self, chain: &Chain<'_>, evq: &GpioVring) -> Served {
         let mem = chain.memory();
         let head = chain.head_index();
         let name = self.device.name();
@@ -355,7 +355,7 @@ impl VhostUserGpioBackend {
                 completions,
                 generation,
             } => {
-                self.complete(evq, completions, generation);
+                self.complete(evq, mem, completions, generation);
                 Served::Held
             }
             Queued::Invalid(e) => invalid(&e),
@@ -363,10 +363,12 @@ impl VhostUserGpioBackend {
         }
     }
 
-    /// Return eventq buffers the model released.
+    /// Return eventq buffers the model released: the eventq is locked once for all of
+    /// them, and the frontend signalled as EVENT_IDX says.
     fn complete(
         &self,
         evq: &GpioVring,
+        mem: &GuestMemoryMmap,
         completions: impl IntoIterator<Item = Completion<EventToken>>,
         generation: u64,
     ) {
@@ -374,10 +376,19 @@ impl VhostUserGpioBackend {
         if completions.peek().is_none() {
             return;
         }
-        let Some(mem) = self.mem.as_ref() else {
-            return;
-        };
-        let mem = mem.memory();
+        let name = self.device.name();
+        with_ring(&name, EVENT_QUEUE, evq, mem, self.event_idx, |ring| {
+            self.return_events(ring, completions, generation);
+        });
+    }
+
+    /// Write the statuses of released eventq buffers and put them in the used ring.
+    fn return_events(
+        &self,
+        evq: &mut Ring<'_>,
+        completions: impl Iterator<Item = Completion<EventToken>>,
+        generation: u64,
+    ) {
         for c in completions {
             if c.token.generation != generation {
                 log::debug!("stale eventq buffer {} dropped", c.token.head);
@@ -387,7 +398,7 @@ impl VhostUserGpioBackend {
                 IrqStatus::Valid => VIRTIO_GPIO_IRQ_STATUS_VALID,
                 IrqStatus::Invalid => VIRTIO_GPIO_IRQ_STATUS_INVALID,
             };
-            let len = match mem.write_obj(status, c.token.status_addr) {
+            let len = match evq.memory().write_obj(status, c.token.status_addr) {
                 Ok(()) => 1,
                 Err(e) => {
                     log::warn!("eventq head {}: writing the status: {e}", c.token.head);
@@ -405,11 +416,6 @@ impl VhostUserGpioBackend {
                 log::warn!("eventq add_used: {e}");
             }
         }
-        self.signal(evq);
-    }
-
-    fn signal(&self, vring: &GpioVring) {
-        signal(&self.device.name(), EVENT_QUEUE, vring, self.event_idx);
     }
 
     /// Drain one queue (see [`common::vq::drain`]).
@@ -440,10 +446,15 @@ impl VhostUserGpioBackend {
         if pending.is_empty() {
             return;
         }
-        match vrings.get(usize::from(EVENT_QUEUE)) {
-            Some(evq) => self.complete(evq, pending, generation),
-            None => log::warn!("{}: interrupts pending but no eventq", self.device.name()),
-        }
+        let (Some(evq), Some(mem)) = (vrings.get(usize::from(EVENT_QUEUE)), self.mem.as_ref())
+        else {
+            log::warn!(
+                "{}: interrupts pending but no eventq or guest memory",
+                self.device.name()
+            );
+            return;
+        };
+        self.complete(evq, &mem.memory(), pending, generation);
     }
 }
 

@@ -287,8 +287,8 @@ impl VhostUserI2cBackend {
         }
     }
 
-    /// Serve every available chain of the requestq, one at a time (the queue
-    /// lock is held only to pop); stop when the ring is stopped or disabled.
+    /// Serve every available chain of the requestq, one at a time (see
+    /// [`common::vq::drain`]); stop when the ring is stopped or disabled.
     fn process_queue(&mut self, vring: &VringRwLock) {
         let Some(atomic) = self.mem.clone() else {
             warn!("requestq kicked before the memory table was set");
@@ -304,7 +304,7 @@ impl VhostUserI2cBackend {
 }
 
 impl QueueServer for VhostUserI2cBackend {
-    fn serve(&mut self, chain: Chain) -> Served {
+    fn serve(&mut self, chain: Chain<'_>) -> Served {
         if self.stopping.load(Ordering::Acquire) {
             return Served::Refused;
         }
