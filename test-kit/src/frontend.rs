@@ -39,6 +39,29 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 /// VHOST_USER_F_PROTOCOL_FEATURES, bit 30 of the vhost-user feature word.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
+/// Feature masks (not bit numbers) of the feature word, for tests that offer or check them.
+pub mod features {
+    use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+    use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+
+    /// VIRTIO_F_VERSION_1 (bit 32).
+    pub const F_VERSION_1: u64 = 1 << VIRTIO_F_VERSION_1;
+    /// VIRTIO_RING_F_INDIRECT_DESC (bit 28).
+    pub const F_INDIRECT: u64 = 1 << VIRTIO_RING_F_INDIRECT_DESC;
+    /// VIRTIO_RING_F_EVENT_IDX (bit 29).
+    pub const F_EVENT_IDX: u64 = 1 << VIRTIO_RING_F_EVENT_IDX;
+    /// VHOST_USER_F_PROTOCOL_FEATURES (bit 30).
+    pub const F_PROTOCOL: u64 = super::VHOST_USER_F_PROTOCOL_FEATURES;
+
+    #[test]
+    fn the_masks_are_the_spec_bits() {
+        assert_eq!(
+            [F_INDIRECT, F_EVENT_IDX, F_PROTOCOL, F_VERSION_1],
+            [1 << 28, 1 << 29, 1 << 30, 1 << 32]
+        );
+    }
+}
+
 const PAGE: u64 = 4096;
 /// How long the frontend waits for any reply of the backend. vhost 0.18's `Frontend` retries a
 /// read that timed out (it treats `EAGAIN` as "try again"), so a socket read timeout does not

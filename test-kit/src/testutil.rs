@@ -317,6 +317,52 @@ pub fn wait_for_socket(path: &Path, timeout: Duration) -> bool {
     .is_some()
 }
 
+/// Whether a Unix stream socket bound at `path` is listening, read from `/proc/net/unix`
+/// (without connecting, which a vhost-user backend would see as a frontend that came and
+/// went). Where that table cannot be read, or cannot name `path` in one word, whether `path`
+/// exists.
+pub fn listening(path: &Path) -> bool {
+    // __SO_ACCEPTCON in the Flags column: listen(2) was called.
+    const ACCEPTCON: u32 = 1 << 16;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let Some(path) = path.to_str().filter(|p| !p.contains(char::is_whitespace)) else {
+        return path.exists();
+    };
+    table.lines().skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() == 8
+            && cols[7] == path
+            && u32::from_str_radix(cols[3], 16).is_ok_and(|f| f & ACCEPTCON != 0)
+    })
+}
+
+/// The last 40 lines of `log`.
+pub fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The permission bits of the file at `path`.
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The environment variable `name` as a number, `default` if it is unset or not a number.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The path of a binary of this workspace, `target/<profile>/NAME`, next to the running test
 /// executable. If it is not there (the test runs without its package having been built), it
 /// is built first with `$CARGO build --bin NAME`.
@@ -452,6 +498,27 @@ mod tests {
             gone.is_some(),
             "child {pid} outlived the thread that started it"
         );
+    }
+
+    #[test]
+    fn listening_sees_a_listener_and_not_a_left_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        assert!(!listening(&path));
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(listening(&path));
+        drop(listener);
+        assert!(path.exists());
+        assert!(!listening(&path));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_40_lines() {
+        let log: String = (0..50).map(|i| format!("{i}\n")).collect();
+        let t = tail(&log);
+        assert_eq!(t.lines().count(), 40);
+        assert!(t.starts_with("10\n") && t.ends_with("49"));
+        assert_eq!(tail("a\nb"), "a\nb");
     }
 
     #[test]

@@ -3,57 +3,46 @@
 //! Integration tests: the real `vhost-gpio` binary in a temp dir, driven over
 //! its vhost-user socket by common's test frontend and over its control socket.
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::wp::WpReader;
+use test_kit::frontend::features::{F_EVENT_IDX, F_INDIRECT, F_PROTOCOL, F_VERSION_1};
 use test_kit::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
-use test_kit::testutil::{wait_until, ChildGuard};
+use test_kit::server::Server;
+use test_kit::testutil::wait_until;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_gpio::control::ControlClient;
 use vhost_gpio::protocol::*;
 
 const T: Duration = Duration::from_secs(10);
 const F_IRQ: u64 = 1 << VIRTIO_GPIO_F_IRQ;
-const F_VERSION_1: u64 = 1 << 32;
-const F_INDIRECT: u64 = 1 << 28;
-const F_EVENT_IDX: u64 = 1 << 29;
-const F_PROTOCOL: u64 = 1 << 30;
 
-struct Gpio {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-}
+/// A vhost-gpio [`Server`] with a control socket.
+struct Gpio(Server);
 
 impl Gpio {
-    /// `vhost-gpio --lines LINES --wp-line wp --wp-state DIR/wp ...` plus `extra`.
+    /// `vhost-gpio --socket-path DIR/gpio.sock --control-socket DIR/ctl.sock --lines LINES`
+    /// plus `extra`, listening.
     fn start(lines: &str, extra: &[&str]) -> Gpio {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vhost-gpio"));
-        cmd.env("RUST_LOG", "debug")
-            .arg("--socket-path")
-            .arg(dir.path().join("gpio.sock"))
-            .arg("--control-socket")
-            .arg(dir.path().join("ctl.sock"))
-            .arg("--lines")
-            .arg(lines)
-            .args(extra);
-        Gpio {
-            child: ChildGuard::spawn(cmd).unwrap(),
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        let args = [
+            &["--control-socket", "{dir}/ctl.sock", "--lines", lines],
+            extra,
+        ]
+        .concat();
+        Gpio(Server::start(
+            env!("CARGO_BIN_EXE_vhost-gpio"),
+            "debug",
+            "gpio.sock",
+            &args,
+            T,
+        ))
     }
 
     fn connect_with(&self, opts: FrontendOptions) -> TestFrontend {
-        match TestFrontend::connect(&self.path("gpio.sock"), opts, T) {
-            Ok(fe) => fe,
-            Err(e) => panic!("connect: {e}\n--- backend log ---\n{}", self.child.log()),
-        }
+        self.0.connect(opts, T)
     }
 
     fn connect(&self, irq: bool) -> TestFrontend {
@@ -68,6 +57,19 @@ impl Gpio {
     }
 }
 
+impl Deref for Gpio {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl DerefMut for Gpio {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.0
+    }
+}
+
 fn opts(irq: bool) -> FrontendOptions {
     FrontendOptions {
         queue_sizes: vec![64, 64],
@@ -78,24 +80,8 @@ fn opts(irq: bool) -> FrontendOptions {
 
 /// Start a device that publishes line `wp` to a state file in its temp dir.
 fn start_wp(lines: &str) -> (Gpio, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vhost-gpio"));
-    let wp = dir.path().join("wp.state");
-    cmd.env("RUST_LOG", "debug")
-        .arg("--socket-path")
-        .arg(dir.path().join("gpio.sock"))
-        .arg("--control-socket")
-        .arg(dir.path().join("ctl.sock"))
-        .arg("--lines")
-        .arg(lines)
-        .arg("--wp-line")
-        .arg("wp")
-        .arg("--wp-state")
-        .arg(&wp);
-    let g = Gpio {
-        child: ChildGuard::spawn(cmd).unwrap(),
-        dir,
-    };
+    let g = Gpio::start(lines, &["--wp-line", "wp", "--wp-state", "{dir}/wp.state"]);
+    let wp = g.path("wp.state");
     (g, wp)
 }
 
@@ -440,7 +426,7 @@ fn malformed_chains_never_stop_the_queue() {
     let c = fe.wait_used(1, T).unwrap();
     assert_eq!((c.id, c.ins[0][0]), (h, VIRTIO_GPIO_IRQ_STATUS_VALID));
     assert!(
-        g.child.log().contains("answered ERR"),
+        g.log().contains("answered ERR"),
         "malformed chains are logged"
     );
 }
@@ -555,7 +541,7 @@ fn wp_floats_when_vhost_gpio_is_killed() {
     let reader = WpReader::open(&wp).unwrap();
     let s = reader.read().unwrap();
     assert!(s.writer_alive && !s.level && s.driven);
-    g.child.kill9().unwrap();
+    g.kill9().unwrap();
     let s = reader.read().unwrap();
     assert!(!s.writer_alive);
     assert_eq!((s.level, s.driven), (true, false));

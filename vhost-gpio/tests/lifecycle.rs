@@ -4,55 +4,31 @@
 //! reset, or the connection closed, while many requests are in flight; a second instance;
 //! socket permissions; many connections.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use test_kit::frontend::features::{F_EVENT_IDX, F_INDIRECT, F_VERSION_1};
 use test_kit::frontend::{Buf, FrontendOptions, TestFrontend};
+use test_kit::server::Server;
 use test_kit::testutil::{
-    fd_count, run_bounded, socket_activated, wait_until, with_shell_prelude, ChildGuard,
+    env_usize, fd_count, file_mode, run_bounded, socket_activated, tail, wait_until, ChildGuard,
 };
 use vhost_gpio::protocol::*;
 
 const T: Duration = Duration::from_secs(10);
-const F_VERSION_1: u64 = 1 << 32;
-const F_INDIRECT: u64 = 1 << 28;
-const F_EVENT_IDX: u64 = 1 << 29;
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-gpio");
 
-struct Gpio {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-}
-
-impl Gpio {
-    /// `vhost-gpio --socket-path DIR/gpio.sock --lines LINES` and `extra`, where `{dir}`
-    /// stands for the temp dir.
-    fn start(lines: &str, extra: &[&str]) -> Gpio {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vhost-gpio"));
-        cmd.env("RUST_LOG", "info")
-            .arg("--socket-path")
-            .arg(dir.path().join("gpio.sock"))
-            .arg("--lines")
-            .arg(lines)
-            .args(extra.iter().map(|a| a.replace("{dir}", &d)));
-        Gpio {
-            child: ChildGuard::spawn(cmd).unwrap(),
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn connect(&self, opts: FrontendOptions) -> TestFrontend {
-        match TestFrontend::connect(&self.path("gpio.sock"), opts, T) {
-            Ok(fe) => fe,
-            Err(e) => panic!("connect: {e}\n--- backend log ---\n{}", self.child.log()),
-        }
-    }
+/// `vhost-gpio --socket-path DIR/gpio.sock --lines LINES EXTRA...` (`{dir}` stands for DIR),
+/// listening.
+fn start(lines: &str, extra: &[&str]) -> Server {
+    Server::start(
+        BIN,
+        "info",
+        "gpio.sock",
+        &[&["--lines", lines], extra].concat(),
+        T,
+    )
 }
 
 fn opts(queue: u16, slot: u32) -> FrontendOptions {
@@ -90,12 +66,12 @@ fn count(log: &str, what: &str) -> usize {
 fn stop_while_busy_is_answered_promptly() {
     const LINES: usize = 4096;
     const PENDING: usize = 1000;
-    let g = Gpio::start(&LINES.to_string(), &[]);
+    let g = start(&LINES.to_string(), &[]);
     let names = names_size(LINES);
     let mut worst = Duration::ZERO;
     let mut busy_trials = 0;
     for delay_ms in [0u64, 1, 2, 3] {
-        let mut fe = g.connect(opts(1024, names + 1 + 64));
+        let mut fe = g.connect(opts(1024, names + 1 + 64), T);
         queue_get_names(&mut fe, PENDING, names);
         std::thread::sleep(Duration::from_millis(delay_ms));
         let t0 = Instant::now();
@@ -108,7 +84,7 @@ fn stop_while_busy_is_answered_promptly() {
         if let Err(e) = r {
             panic!(
                 "GET_VRING_BASE after {delay_ms} ms: {e}\n--- backend log (tail) ---\n{}",
-                tail(&g.child.log())
+                tail(&g.log())
             );
         }
         eprintln!(
@@ -129,17 +105,12 @@ fn stop_while_busy_is_answered_promptly() {
     // leaves room for a loaded one.
     assert!(worst < Duration::from_secs(1), "stop took {worst:?}");
     std::thread::sleep(Duration::from_millis(200));
-    let log = g.child.log();
+    let log = g.log();
     assert!(
         count(&log, "not ready") <= 4,
         "the worker kept logging about the stopped queue:\n{}",
         tail(&log)
     );
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// How the guest goes away in a WP race trial.
@@ -155,10 +126,7 @@ enum GoAway {
 
 /// Trials per way of going away: 70 each (210 in all) by default; VGN_WP_TRIALS overrides.
 fn wp_trials() -> usize {
-    std::env::var("VGN_WP_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(70)
+    env_usize("VGN_WP_TRIALS", 70)
 }
 
 /// Queues (no kick) the batch: wp=0, then SET_DIRECTION OUT/IN alternately, ending OUT, so
@@ -184,7 +152,7 @@ fn wp_is_released_whatever_the_order_of_events() {
     let dir = tempfile::tempdir().unwrap();
     let wp = dir.path().join("wp.state");
     let wp_arg = wp.display().to_string();
-    let g = Gpio::start("wp,a,b", &["--wp-line", "wp", "--wp-state", &wp_arg]);
+    let g = start("wp,a,b", &["--wp-line", "wp", "--wp-state", &wp_arg]);
     let trials = wp_trials();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for how in [GoAway::Close, GoAway::CloseThenKick, GoAway::DisableRing] {
@@ -197,12 +165,12 @@ fn wp_is_released_whatever_the_order_of_events() {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             let delay = Duration::from_micros(rng % 3000);
-            let mut fe = g.connect(opts(1024, 256));
+            let mut fe = g.connect(opts(1024, 256), T);
             let marker = match how {
                 GoAway::DisableRing => "ring disabled",
                 GoAway::Close | GoAway::CloseThenKick => "connection closed",
             };
-            let before = count(&g.child.log(), marker);
+            let before = count(&g.log(), marker);
             queue_wp_batch(&mut fe, 999);
             match how {
                 GoAway::Close | GoAway::DisableRing => {
@@ -224,7 +192,7 @@ fn wp_is_released_whatever_the_order_of_events() {
             // the line; from then on nothing may drive the line (the sequence would move).
             let t0 = Instant::now();
             let seen = wait_until(Duration::from_secs(5), || {
-                (count(&g.child.log(), marker) > before).then_some(())
+                (count(&g.log(), marker) > before).then_some(())
             });
             slowest = slowest.max(t0.elapsed());
             assert!(seen.is_some(), "{how:?}: the device never saw the guest go");
@@ -249,30 +217,21 @@ fn wp_is_released_whatever_the_order_of_events() {
             "{how:?}: {landed} of {trials} trials drove the WP line after its release \
              ({mid_batch} went away mid-batch; release logged within {slowest:?})"
         );
-        assert_eq!(landed, 0, "{how:?}\n{}", tail(&g.child.log()));
+        assert_eq!(landed, 0, "{how:?}\n{}", tail(&g.log()));
     }
-}
-
-const BIN: &str = env!("CARGO_BIN_EXE_vhost-gpio");
-
-fn spawn(cmd: Command) -> ChildGuard {
-    ChildGuard::spawn(cmd).unwrap()
 }
 
 /// Connections for the descriptor-leak test (VGN_CONNECTIONS overrides).
 fn connections() -> usize {
-    std::env::var("VGN_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+    env_usize("VGN_CONNECTIONS", 300)
 }
 
 /// Defect 3: every connection leaked one eventfd (vhost-user-backend 0.24's exit event).
 #[test]
 fn connections_do_not_leak_descriptors() {
-    let g = Gpio::start("4", &[]);
-    let pid = g.child.pid();
-    let mut fe = g.connect(opts(64, 256));
+    let g = start("4", &[]);
+    let pid = g.pid();
+    let mut fe = g.connect(opts(64, 256), T);
     fe.request(
         0,
         &[
@@ -288,7 +247,7 @@ fn connections_do_not_leak_descriptors() {
     let before = fd_count(pid);
     let n = connections();
     for _ in 0..n {
-        g.connect(opts(64, 256)).disconnect();
+        g.connect(opts(64, 256), T).disconnect();
     }
     std::thread::sleep(Duration::from_millis(200));
     let after = fd_count(pid);
@@ -303,18 +262,18 @@ fn connections_do_not_leak_descriptors() {
 /// SET_VRING_KICK. 250 connections one after another all complete.
 #[test]
 fn many_connections_under_a_low_descriptor_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("gpio.sock");
-    let mut cmd = with_shell_prelude("ulimit -n 128", Path::new(BIN));
-    cmd.env("RUST_LOG", "info")
-        .arg("--socket-path")
-        .arg(&sock)
-        .args(["--lines", "4"]);
-    let child = ChildGuard::spawn(cmd).unwrap();
+    let g = Server::start_under(
+        "ulimit -n 128",
+        BIN,
+        "info",
+        "gpio.sock",
+        &["--lines", "4"],
+        T,
+    );
     for i in 0..250 {
-        match TestFrontend::connect(&sock, opts(64, 256), T) {
+        match TestFrontend::connect(g.socket(), opts(64, 256), T) {
             Ok(fe) => fe.disconnect(),
-            Err(err) => panic!("connection {i}: {err}\n{}", child.log()),
+            Err(err) => panic!("connection {i}: {err}\n{}", g.log()),
         }
     }
 }
@@ -323,17 +282,16 @@ fn many_connections_under_a_low_descriptor_limit() {
 /// connection closed) and the error logged, instead of a silent hang.
 #[test]
 fn out_of_descriptors_refuses_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("gpio.sock");
-    let mut cmd = with_shell_prelude("ulimit -n 40", Path::new(BIN));
-    cmd.env("RUST_LOG", "info")
-        .arg("--socket-path")
-        .arg(&sock)
-        .args(["--lines", "4"]);
-    let g = spawn(cmd);
-    assert!(wait_until(T, || sock.exists().then_some(())).is_some());
+    let g = Server::start_under(
+        "ulimit -n 40",
+        BIN,
+        "info",
+        "gpio.sock",
+        &["--lines", "4"],
+        T,
+    );
     let t0 = Instant::now();
-    let err = TestFrontend::connect(&sock, opts(64, 256), T).unwrap_err();
+    let err = TestFrontend::connect(g.socket(), opts(64, 256), T).unwrap_err();
     let took = t0.elapsed();
     eprintln!("refused in {took:?}: {err}");
     assert!(
@@ -349,7 +307,7 @@ fn out_of_descriptors_refuses_the_connection() {
 /// first one keeps serving; a stale socket is replaced.
 #[test]
 fn a_second_instance_is_refused() {
-    let g = Gpio::start("4", &["--control-socket", "{dir}/CTL"]);
+    let mut g = start("4", &["--control-socket", "{dir}/CTL"]);
     let sock = g.path("gpio.sock");
     assert!(wait_until(T, || g.path("CTL").exists().then_some(())).is_some());
     // Bounded: a second instance that takes over never exits by itself.
@@ -378,7 +336,7 @@ fn a_second_instance_is_refused() {
         assert!(msg.contains("in use by a live backend"), "{args:?}: {msg}");
     }
     // The first one still serves.
-    let mut fe = g.connect(opts(64, 256));
+    let mut fe = g.connect(opts(64, 256), T);
     fe.request(
         0,
         &[
@@ -401,12 +359,11 @@ fn a_second_instance_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("also the vhost-user socket"));
     // A stale socket (its backend killed) is replaced.
     drop(fe);
-    let Gpio { mut child, dir } = g;
-    child.kill9().unwrap();
+    g.kill9().unwrap();
     assert!(sock.exists());
     let mut cmd = Command::new(BIN);
     cmd.arg("--socket-path").arg(&sock).args(["--lines", "4"]);
-    let _g2 = spawn(cmd);
+    let _g2 = ChildGuard::spawn(cmd).unwrap();
     let mut fe = TestFrontend::connect(&sock, opts(64, 256), T).unwrap();
     fe.request(
         0,
@@ -417,32 +374,22 @@ fn a_second_instance_is_refused() {
         T,
     )
     .unwrap();
-    drop(dir);
-}
-
-fn mode(p: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 /// Defect 7: under umask 000 the sockets were created 0777.
 #[test]
 fn sockets_are_owner_only_whatever_the_umask() {
     for (extra, want) in [(&[][..], 0o600), (&["--socket-mode", "0660"][..], 0o660)] {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("gpio.sock");
-        let ctl = dir.path().join("ctl.sock");
-        let mut cmd = with_shell_prelude("umask 000", Path::new(BIN));
-        cmd.arg("--socket-path")
-            .arg(&sock)
-            .arg("--control-socket")
-            .arg(&ctl)
-            .args(["--lines", "2"])
-            .args(extra);
-        let _g = spawn(cmd);
+        let args = [
+            &["--control-socket", "{dir}/ctl.sock", "--lines", "2"],
+            extra,
+        ]
+        .concat();
+        let g = Server::start_under("umask 000", BIN, "info", "gpio.sock", &args, T);
+        let (sock, ctl) = (g.socket(), g.path("ctl.sock"));
         assert!(wait_until(T, || (sock.exists() && ctl.exists()).then_some(())).is_some());
-        assert_eq!(mode(&sock), want, "{extra:?}");
-        assert_eq!(mode(&ctl), want, "{extra:?}");
+        assert_eq!(file_mode(sock), want, "{extra:?}");
+        assert_eq!(file_mode(&ctl), want, "{extra:?}");
     }
 }
 
@@ -453,7 +400,7 @@ fn sigterm_is_a_quick_clean_exit() {
     let dir = tempfile::tempdir().unwrap();
     let wp = dir.path().join("wp.state");
     let wp_arg = wp.display().to_string();
-    let mut g = Gpio::start(
+    let mut g = start(
         "wp,a",
         &[
             "--wp-line",
@@ -464,7 +411,7 @@ fn sigterm_is_a_quick_clean_exit() {
             "{dir}/CTL",
         ],
     );
-    let mut fe = g.connect(opts(1024, 256));
+    let mut fe = g.connect(opts(1024, 256), T);
     let out = u32::from(VIRTIO_GPIO_DIRECTION_OUT);
     for (t, v) in [
         (VIRTIO_GPIO_MSG_SET_VALUE, 0),
@@ -480,10 +427,10 @@ fn sigterm_is_a_quick_clean_exit() {
     queue_wp_batch(&mut fe, 999);
     fe.kick(0).unwrap();
     let t0 = Instant::now();
-    let status = g.child.terminate(T).unwrap();
+    let status = g.terminate(T).unwrap();
     let took = t0.elapsed();
     eprintln!("exit on SIGTERM with requests in flight: {status:?} after {took:?}");
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g.child.log());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", g.log());
     assert!(took < Duration::from_secs(2), "{took:?}");
     let s = reader.read().unwrap();
     assert!(s.level && !s.driven && !s.writer_alive, "{s:?}");
@@ -514,7 +461,7 @@ fn socket_activation_with_the_shipped_units() {
     let listener = std::os::unix::net::UnixListener::bind(&unit.listen).unwrap();
     let mut cmd = socket_activated(&unit.program, &listener);
     cmd.env("RUST_LOG", "info").args(&unit.args);
-    let mut child = spawn(cmd);
+    let mut child = ChildGuard::spawn(cmd).unwrap();
     drop(listener);
     let mut fe = TestFrontend::connect(&unit.listen, opts(64, 256), T)
         .unwrap_or_else(|e| panic!("{e}\n{}", child.log()));

@@ -4,59 +4,29 @@
 //! requests are in flight, the guest memory after a disconnect, a looping chain, a second
 //! instance, socket and image permissions, many connections.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use test_kit::frontend::features::{F_EVENT_IDX, F_INDIRECT, F_VERSION_1};
 use test_kit::frontend::{Buf, FrontendOptions, TestFrontend};
+use test_kit::server::Server;
 use test_kit::testutil::{
-    fd_count, run_bounded, socket_activated, wait_until, with_shell_prelude, ChildGuard,
+    env_usize, fd_count, file_mode, run_bounded, socket_activated, tail, wait_until, ChildGuard,
 };
 
 const T: Duration = Duration::from_secs(10);
 const F_ZERO_LENGTH: u64 = 1 << 0;
-const F_VERSION_1: u64 = 1 << 32;
-const F_INDIRECT: u64 = 1 << 28;
-const F_EVENT_IDX: u64 = 1 << 29;
 const M_RD: u32 = 2;
 const OK: u8 = 0;
 const ERR: u8 = 1;
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-i2c-eeprom");
+/// One 24c512 at 0x50, image DIR/e.bin.
+const EEPROM: [&str; 2] = ["--eeprom", "model=24c512,addr=0x50,file={dir}/e.bin"];
 
-struct Eeprom {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-}
-
-impl Eeprom {
-    /// `vhost-i2c-eeprom` on DIR/i2c.sock with one 24c512 at 0x50 (image DIR/e.bin).
-    fn start(extra: &[&str]) -> Eeprom {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vhost-i2c-eeprom"));
-        cmd.env("RUST_LOG", "info")
-            .arg("--socket-path")
-            .arg(dir.path().join("i2c.sock"))
-            .arg("--eeprom")
-            .arg(format!(
-                "model=24c512,addr=0x50,file={}",
-                dir.path().join("e.bin").display()
-            ))
-            .args(extra);
-        Eeprom {
-            child: ChildGuard::spawn(cmd).unwrap(),
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn connect(&self, opts: FrontendOptions) -> TestFrontend {
-        match TestFrontend::connect(&self.path("i2c.sock"), opts, T) {
-            Ok(fe) => fe,
-            Err(e) => panic!("connect: {e}\n--- backend log ---\n{}", self.child.log()),
-        }
-    }
+/// `vhost-i2c-eeprom --socket-path DIR/i2c.sock` with [`EEPROM`] and `extra`, listening.
+fn start(extra: &[&str]) -> Server {
+    Server::start(BIN, "info", "i2c.sock", &[&EEPROM[..], extra].concat(), T)
 }
 
 fn opts(queue: u16, slot: u32) -> FrontendOptions {
@@ -75,11 +45,6 @@ fn hdr(addr: u16, flags: u32) -> [u8; 8] {
     h
 }
 
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 /// A current-address read of 16 bytes that must succeed.
 fn read_ok(fe: &mut TestFrontend) {
     let h = hdr(0x50, M_RD);
@@ -95,12 +60,12 @@ fn read_ok(fe: &mut TestFrontend) {
 fn stop_while_busy_is_answered_promptly() {
     const PENDING: usize = 1000;
     const LEN: u32 = 65535;
-    let e = Eeprom::start(&[]);
+    let e = start(&[]);
     let h = hdr(0x50, M_RD);
     let mut worst = Duration::ZERO;
     let mut busy_trials = 0;
     for delay_ms in [0u64, 1, 2, 3] {
-        let mut fe = e.connect(opts(1024, LEN + 256));
+        let mut fe = e.connect(opts(1024, LEN + 256), T);
         for _ in 0..PENDING {
             fe.submit(0, &[Buf::Out(&h), Buf::In(LEN), Buf::In(1)], true)
                 .unwrap();
@@ -117,7 +82,7 @@ fn stop_while_busy_is_answered_promptly() {
         if let Err(err) = r {
             panic!(
                 "GET_VRING_BASE after {delay_ms} ms: {err}\n--- backend log (tail) ---\n{}",
-                tail(&e.child.log())
+                tail(&e.log())
             );
         }
         eprintln!(
@@ -137,7 +102,7 @@ fn stop_while_busy_is_answered_promptly() {
     // "Promptly" is the defect's definition; the bound leaves room for a loaded machine.
     assert!(worst < Duration::from_secs(1), "stop took {worst:?}");
     std::thread::sleep(Duration::from_millis(200));
-    let log = e.child.log();
+    let log = e.log();
     assert!(
         log.matches("not ready").count() <= 4,
         "the worker kept logging about the stopped queue:\n{}",
@@ -149,9 +114,9 @@ fn stop_while_busy_is_answered_promptly() {
 /// long read into one byte; it is malformed.
 #[test]
 fn a_looping_chain_is_malformed() {
-    let e = Eeprom::start(&[]);
+    let e = start(&[]);
     for indirect in [false, true] {
-        let mut fe = e.connect(opts(64, 4096));
+        let mut fe = e.connect(opts(64, 4096), T);
         let h = hdr(0x50, M_RD);
         let head = fe
             .submit_linked(0, &[Buf::Out(&h), Buf::In(1)], indirect, Some((1, 1)))
@@ -163,7 +128,7 @@ fn a_looping_chain_is_malformed() {
             (c.ins[0][0], c.len),
             (ERR, 1),
             "indirect {indirect}: the loop must be answered ERR\n{}",
-            tail(&e.child.log())
+            tail(&e.log())
         );
         read_ok(&mut fe);
         fe.disconnect();
@@ -182,10 +147,10 @@ fn guest_mappings(pid: u32) -> usize {
 /// Defect 5: the last frontend's guest memory stayed mapped after it disconnected.
 #[test]
 fn guest_memory_is_unmapped_after_disconnect() {
-    let e = Eeprom::start(&[]);
-    let mut fe = e.connect(opts(64, 4096));
+    let e = start(&[]);
+    let mut fe = e.connect(opts(64, 4096), T);
     read_ok(&mut fe);
-    let pid = e.child.pid();
+    let pid = e.pid();
     assert!(guest_mappings(pid) > 0, "the guest memory is not mapped");
     fe.disconnect();
     let gone = wait_until(Duration::from_secs(5), || {
@@ -194,36 +159,31 @@ fn guest_memory_is_unmapped_after_disconnect() {
     assert!(
         gone.is_some(),
         "guest memory still mapped after the disconnect\n{}",
-        tail(&e.child.log())
+        tail(&e.log())
     );
     // And the next frontend is served.
-    let mut fe = e.connect(opts(64, 4096));
+    let mut fe = e.connect(opts(64, 4096), T);
     read_ok(&mut fe);
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_vhost-i2c-eeprom");
-
 /// Connections for the descriptor-leak test (VGN_CONNECTIONS overrides).
 fn connections() -> usize {
-    std::env::var("VGN_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+    env_usize("VGN_CONNECTIONS", 300)
 }
 
 /// Defect 3: every connection leaked one eventfd (vhost-user-backend 0.24's exit event).
 #[test]
 fn connections_do_not_leak_descriptors() {
-    let e = Eeprom::start(&[]);
-    let pid = e.child.pid();
-    let mut fe = e.connect(opts(64, 4096));
+    let e = start(&[]);
+    let pid = e.pid();
+    let mut fe = e.connect(opts(64, 4096), T);
     read_ok(&mut fe);
     fe.disconnect();
     std::thread::sleep(Duration::from_millis(100));
     let before = fd_count(pid);
     let n = connections();
     for _ in 0..n {
-        e.connect(opts(64, 4096)).disconnect();
+        e.connect(opts(64, 4096), T).disconnect();
     }
     std::thread::sleep(Duration::from_millis(200));
     let after = fd_count(pid);
@@ -234,31 +194,15 @@ fn connections_do_not_leak_descriptors() {
     );
 }
 
-fn eeprom_args(dir: &Path) -> Vec<String> {
-    vec![
-        "--socket-path".into(),
-        dir.join("i2c.sock").display().to_string(),
-        "--eeprom".into(),
-        format!(
-            "model=24c512,addr=0x50,file={}",
-            dir.join("e.bin").display()
-        ),
-    ]
-}
-
 /// Defect 3 as it was met: under RLIMIT_NOFILE=128 the ~110th connection hung at
 /// SET_VRING_KICK. 250 connections one after another all complete.
 #[test]
 fn many_connections_under_a_low_descriptor_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("i2c.sock");
-    let mut cmd = with_shell_prelude("ulimit -n 128", Path::new(BIN));
-    cmd.env("RUST_LOG", "info").args(eeprom_args(dir.path()));
-    let child = ChildGuard::spawn(cmd).unwrap();
+    let e = Server::start_under("ulimit -n 128", BIN, "info", "i2c.sock", &EEPROM, T);
     for i in 0..250 {
-        match TestFrontend::connect(&sock, opts(64, 4096), T) {
+        match TestFrontend::connect(e.socket(), opts(64, 4096), T) {
             Ok(fe) => fe.disconnect(),
-            Err(err) => panic!("connection {i}: {err}\n{}", child.log()),
+            Err(err) => panic!("connection {i}: {err}\n{}", e.log()),
         }
     }
 }
@@ -267,14 +211,9 @@ fn many_connections_under_a_low_descriptor_limit() {
 /// connection closed) and the error logged, instead of a silent hang.
 #[test]
 fn out_of_descriptors_refuses_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("i2c.sock");
-    let mut cmd = with_shell_prelude("ulimit -n 40", Path::new(BIN));
-    cmd.env("RUST_LOG", "info").args(eeprom_args(dir.path()));
-    let child = ChildGuard::spawn(cmd).unwrap();
-    assert!(wait_until(T, || sock.exists().then_some(())).is_some());
+    let e = Server::start_under("ulimit -n 40", BIN, "info", "i2c.sock", &EEPROM, T);
     let t0 = Instant::now();
-    let err = TestFrontend::connect(&sock, opts(64, 4096), T).unwrap_err();
+    let err = TestFrontend::connect(e.socket(), opts(64, 4096), T).unwrap_err();
     let took = t0.elapsed();
     eprintln!("refused in {took:?}: {err}");
     assert!(
@@ -282,17 +221,17 @@ fn out_of_descriptors_refuses_the_connection() {
         "hung: {err}"
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
-    let logged = wait_until(T, || child.log().contains("file descriptors").then_some(()));
-    assert!(logged.is_some(), "{}", child.log());
+    let logged = wait_until(T, || e.log().contains("file descriptors").then_some(()));
+    assert!(logged.is_some(), "{}", e.log());
 }
 
 /// Defect 6: a second instance on a live socket is refused and the first keeps serving; a
 /// stale socket is replaced.
 #[test]
 fn a_second_instance_is_refused() {
-    let mut e = Eeprom::start(&[]);
+    let mut e = start(&[]);
     let sock = e.path("i2c.sock");
-    let mut fe = e.connect(opts(64, 4096));
+    let mut fe = e.connect(opts(64, 4096), T);
     let mut cmd = Command::new(BIN);
     cmd.arg("--socket-path")
         .arg(&sock)
@@ -309,33 +248,21 @@ fn a_second_instance_is_refused() {
     read_ok(&mut fe);
     drop(fe);
     // Stale: the backend killed, its socket left behind.
-    e.child.kill9().unwrap();
+    e.kill9().unwrap();
     assert!(sock.exists());
-    let mut cmd = Command::new(BIN);
-    cmd.args(eeprom_args(e.dir.path()));
-    let again = ChildGuard::spawn(cmd).unwrap();
-    let mut fe = TestFrontend::connect(&sock, opts(64, 4096), T)
-        .unwrap_or_else(|err| panic!("{err}\n{}", again.log()));
+    e.restart_after_kill9();
+    let mut fe = e.connect(opts(64, 4096), T);
     read_ok(&mut fe);
-}
-
-fn mode(p: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 /// Defect 7: under umask 000 the socket was created 0777 and the image 0666.
 #[test]
 fn socket_and_image_are_owner_only_whatever_the_umask() {
     for (extra, want) in [(&[][..], 0o600), (&["--socket-mode", "0660"][..], 0o660)] {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("i2c.sock");
-        let mut cmd = with_shell_prelude("umask 000", Path::new(BIN));
-        cmd.args(eeprom_args(dir.path())).args(extra);
-        let _child = ChildGuard::spawn(cmd).unwrap();
-        assert!(wait_until(T, || sock.exists().then_some(())).is_some());
-        assert_eq!(mode(&sock), want, "{extra:?}");
-        assert_eq!(mode(&dir.path().join("e.bin")), 0o600);
+        let args = [&EEPROM[..], extra].concat();
+        let e = Server::start_under("umask 000", BIN, "info", "i2c.sock", &args, T);
+        assert_eq!(file_mode(e.socket()), want, "{extra:?}");
+        assert_eq!(file_mode(&e.path("e.bin")), 0o600);
     }
 }
 
@@ -343,8 +270,8 @@ fn socket_and_image_are_owner_only_whatever_the_umask() {
 /// socket gone.
 #[test]
 fn sigterm_is_a_quick_clean_exit() {
-    let mut e = Eeprom::start(&[]);
-    let mut fe = e.connect(opts(1024, 66 * 1024));
+    let mut e = start(&[]);
+    let mut fe = e.connect(opts(1024, 66 * 1024), T);
     // Write 4 bytes at 0x0100 (a 24c512 page), acknowledged.
     let h = hdr(0x50, 0);
     let c = fe
@@ -366,10 +293,10 @@ fn sigterm_is_a_quick_clean_exit() {
     }
     fe.kick(0).unwrap();
     let t0 = Instant::now();
-    let status = e.child.terminate(T).unwrap();
+    let status = e.terminate(T).unwrap();
     let took = t0.elapsed();
     eprintln!("exit on SIGTERM with requests in flight: {status:?} after {took:?}");
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", e.child.log());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", e.log());
     assert!(took < Duration::from_secs(2), "{took:?}");
     let image = std::fs::read(e.path("e.bin")).unwrap();
     assert_eq!(&image[0x100..0x104], &[1, 2, 3, 4]);

@@ -4,53 +4,35 @@
 //! vhost-user socket by `test_kit::frontend::TestFrontend` (acting as QEMU and the
 //! guest's i2c-virtio driver).
 
-use std::path::PathBuf;
+use std::ops::{Deref, DerefMut};
 use std::process::Command;
 use std::time::Duration;
 
 use common::line::Pull;
 use common::wp::WpWriter;
+use test_kit::frontend::features::{F_EVENT_IDX, F_INDIRECT, F_PROTOCOL, F_VERSION_1};
 use test_kit::frontend::{Buf, Completion, FrontendOptions, TestFrontend};
+use test_kit::server::Server;
 use test_kit::testutil::{cargo_bin, wait_until, ChildGuard};
 
 const T: Duration = Duration::from_secs(10);
 const F_ZERO_LENGTH: u64 = 1 << 0;
-const F_VERSION_1: u64 = 1 << 32;
-const F_INDIRECT: u64 = 1 << 28;
-const F_EVENT_IDX: u64 = 1 << 29;
-const F_PROTOCOL: u64 = 1 << 30;
 const FAIL_NEXT: u32 = 1;
 const M_RD: u32 = 2;
 const OK: u8 = 0;
 const ERR: u8 = 1;
+const BIN: &str = env!("CARGO_BIN_EXE_vhost-i2c-eeprom");
 
-struct Eeprom {
-    child: ChildGuard,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
-}
+/// A vhost-i2c-eeprom [`Server`] on DIR/i2c.sock.
+struct Eeprom(Server);
 
 impl Eeprom {
     /// Start the backend on DIR/i2c.sock with these `--eeprom` specs ({dir}
     /// is replaced by the temp dir) and extra arguments.
     fn start(specs: &[&str], extra: &[&str]) -> Eeprom {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
-        let mut args = vec![
-            "--socket-path".to_string(),
-            dir.path().join("i2c.sock").display().to_string(),
-        ];
-        for s in specs {
-            args.push("--eeprom".into());
-            args.push(s.replace("{dir}", &d));
-        }
-        args.extend(extra.iter().map(|s| s.replace("{dir}", &d)));
-        let child = spawn(&args);
-        Eeprom { child, dir, args }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        let mut args: Vec<&str> = specs.iter().flat_map(|s| ["--eeprom", s]).collect();
+        args.extend(extra);
+        Eeprom(Server::start(BIN, "debug", "i2c.sock", &args, T))
     }
 
     fn connect(&self) -> TestFrontend {
@@ -58,25 +40,29 @@ impl Eeprom {
     }
 
     fn connect_at(&self, sock: &str) -> TestFrontend {
-        match TestFrontend::connect(&self.path(sock), opts(), T) {
-            Ok(fe) => fe,
-            Err(e) => panic!("connect: {e}\n--- backend log ---\n{}", self.child.log()),
-        }
+        self.0.connect_at(sock, opts(), T)
     }
 
     fn image(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(name)).unwrap()
     }
+}
 
-    /// kill -9 and start again with the same arguments.
-    fn restart_after_kill9(&mut self) {
-        self.child.kill9().unwrap();
-        self.child = spawn(&self.args);
+impl Deref for Eeprom {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl DerefMut for Eeprom {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.0
     }
 }
 
 fn spawn(args: &[String]) -> ChildGuard {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vhost-i2c-eeprom"));
+    let mut cmd = Command::new(BIN);
     cmd.env("RUST_LOG", "debug").args(args);
     ChildGuard::spawn(cmd).unwrap()
 }
@@ -453,7 +439,7 @@ fn malformed_chains_then_good_request() {
             fe.kick(0).unwrap();
             let c = match fe.wait_used(0, T) {
                 Ok(c) => c,
-                Err(err) => panic!("{name}: {err}\n{}", e.child.log()),
+                Err(err) => panic!("{name}: {err}\n{}", e.log()),
             };
             assert_eq!(c.id, id, "{name}");
             match expect {
@@ -478,7 +464,7 @@ fn malformed_chains_then_good_request() {
         .collect();
     assert_eq!(st, vec![OK, ERR, OK]);
     assert_eq!(&e.image("a.bin")[..5], &[0x42, 0xff, 0xff, 0x33, 0x44]);
-    assert!(e.child.log().contains("malformed request"));
+    assert!(e.log().contains("malformed request"));
 }
 
 #[test]
@@ -548,31 +534,29 @@ fn wp_driven_by_a_running_vhost_gpio() {
     const SET_DIRECTION: u16 = 3;
     const SET_VALUE: u16 = 5;
     const OUT: u32 = 1;
-    let dir = tempfile::tempdir().unwrap();
-    let wp_state = dir.path().join("wp.state");
-    let mut gcmd = Command::new(cargo_bin("vhost-gpio"));
-    gcmd.env("RUST_LOG", "debug")
-        .arg("--socket-path")
-        .arg(dir.path().join("gpio.sock"))
-        .arg("--lines")
-        .arg("wp,led")
-        .arg("--wp-line")
-        .arg("wp")
-        .arg("--wp-state")
-        .arg(&wp_state);
-    let gpio = ChildGuard::spawn(gcmd).unwrap();
-    let mut gfe = match TestFrontend::connect(
-        &dir.path().join("gpio.sock"),
+    let mut gpio = Server::start(
+        cargo_bin("vhost-gpio"),
+        "debug",
+        "gpio.sock",
+        &[
+            "--lines",
+            "wp,led",
+            "--wp-line",
+            "wp",
+            "--wp-state",
+            "{dir}/wp.state",
+        ],
+        T,
+    );
+    let wp_state = gpio.path("wp.state");
+    let mut gfe = gpio.connect(
         FrontendOptions {
             queue_sizes: vec![64, 64],
             features: F_VERSION_1 | F_INDIRECT | F_EVENT_IDX,
             ..FrontendOptions::default()
         },
         T,
-    ) {
-        Ok(fe) => fe,
-        Err(e) => panic!("gpio connect: {e}\n{}", gpio.log()),
-    };
+    );
     assert!(wait_until(T, || wp_state.exists().then_some(())).is_some());
 
     let e = Eeprom::start(
@@ -595,7 +579,7 @@ fn wp_driven_by_a_running_vhost_gpio() {
     // vhost-gpio killed: the line floats to its pull (up).
     gpio_req(&mut gfe, SET_VALUE, 0, 0);
     drop(gfe);
-    drop(gpio);
+    gpio.kill9().unwrap();
     assert_eq!(write(&mut fe, 0x50, &[0, 0, 4]).0, OK);
     assert_eq!(e.image("a.bin")[0], 2);
 }
@@ -635,7 +619,7 @@ fn sync_mode_writes_land() {
 
 #[test]
 fn reconnect_after_disconnect() {
-    let e = Eeprom::start(&["model=24c02,addr=0x50,file={dir}/a.bin,twr-us=0"], &[]);
+    let mut e = Eeprom::start(&["model=24c02,addr=0x50,file={dir}/a.bin,twr-us=0"], &[]);
     for round in 0..3u8 {
         let mut fe = e.connect();
         assert_eq!(
@@ -648,9 +632,8 @@ fn reconnect_after_disconnect() {
     let mut fe = e.connect();
     let (st, got) = random_read(&mut fe, 0x50, &[0], 3);
     assert_eq!((st, got), ([OK, OK], vec![1, 2, 3]));
-    let mut child = e.child;
     assert!(
-        child.try_wait().unwrap().is_none(),
+        e.try_wait().unwrap().is_none(),
         "daemon exited on disconnect"
     );
 }
@@ -768,17 +751,13 @@ fn partial_groups_on_a_four_entry_ring() {
     // QEMU 7.2 gives the i2c queue 4 entries: a longer transfer is kicked
     // partial (Linux i2c-virtio) and its tail never comes.
     let e = Eeprom::start(&["model=24c32,addr=0x50,file={dir}/a.bin,twr-us=0"], &[]);
-    let mut fe = match TestFrontend::connect(
-        &e.path("i2c.sock"),
+    let mut fe = e.0.connect(
         FrontendOptions {
             queue_sizes: vec![4],
             ..opts()
         },
         T,
-    ) {
-        Ok(fe) => fe,
-        Err(err) => panic!("connect: {err}\n{}", e.child.log()),
-    };
+    );
     let mut msg = vec![0, 0];
     msg.extend(0..8u8);
     assert_eq!(write(&mut fe, 0x50, &msg).0, OK);
