@@ -5,6 +5,8 @@
 //! finishes its KTAP plan and powers off.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::console::{Console, DONE, RUNNER_START};
@@ -48,6 +50,8 @@ pub struct Config {
     pub timeout: u64,
     /// Only wait for the first marker.
     pub first_marker_only: bool,
+    /// Guests at a time (at least 1).
+    pub jobs: usize,
     /// Accelerator.
     pub accel: Accel,
     /// QEMU binary.
@@ -167,7 +171,45 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// Boots every variant asked for (every built one by default) and prints a line each.
+/// Prints a variant's line (and, if it failed, its problems and console tail) as one
+/// write, so lines of guests running side by side do not interleave. True if it passed.
+fn report(o: &BootOutcome, total: Duration) -> bool {
+    let mut line = format!("{}:", o.name);
+    match o.first_marker {
+        Some(d) => line.push_str(&format!(" first marker after {}", secs(d))),
+        None => line.push_str(" NO first marker"),
+    }
+    if let Some(u) = &o.guest_uptime {
+        line.push_str(&format!(" (guest uptime {u} s)"));
+    }
+    if let Some(k) = &o.krelease {
+        line.push_str(&format!(", kernel {k}"));
+    }
+    if let Some(d) = o.done {
+        line.push_str(&format!(", runner done after {}", secs(d)));
+    }
+    if let Some((p, f, s)) = o.ktap {
+        line.push_str(&format!(", KTAP {p} ok / {f} not ok / {s} skip"));
+    }
+    line.push_str(&format!(", total {}", secs(total)));
+    if o.problems.is_empty() {
+        println!("{line}: PASS");
+        return true;
+    }
+    line.push_str(": FAIL");
+    for p in &o.problems {
+        line.push_str(&format!("\n  {}: {p}", o.name));
+    }
+    line.push_str(&format!("\n  {}: console tail:", o.name));
+    for l in &o.console_tail {
+        line.push_str(&format!("\n  | {l}"));
+    }
+    println!("{line}");
+    false
+}
+
+/// Boots every variant asked for (every built one by default), `jobs` at a time, and
+/// prints a line each.
 pub fn run(args: &Config) -> Result<bool, BootError> {
     let cache = match &args.cache {
         Some(c) => c.clone(),
@@ -210,43 +252,49 @@ pub fn run(args: &Config) -> Result<bool, BootError> {
             tmp.path().to_path_buf()
         }
     };
-    let mut failed = Vec::new();
-    for v in &list {
-        eprintln!("{}: booting {}", v.name, v.bzimage().display());
-        let started = Instant::now();
-        let o = boot_one(v, args, &base.join(&v.name))?;
-        let mut line = format!("{}:", o.name);
-        match o.first_marker {
-            Some(d) => line.push_str(&format!(" first marker after {}", secs(d))),
-            None => line.push_str(" NO first marker"),
+    // Variants are taken by `jobs` workers, the debug ones first (they boot ten times as
+    // long, so they do not end the check alone), the rest in order; each line is printed
+    // when its variant is done, the first error (QEMU would not start, ...) ends the check
+    // once the guests already running are done.
+    let mut order: Vec<usize> = (0..list.len()).collect();
+    order.sort_by_key(|&i| !list[i].is_debug());
+    let next = AtomicUsize::new(0);
+    let error: Mutex<Option<BootError>> = Mutex::new(None);
+    let failed: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.clamp(1, list.len()) {
+            scope.spawn(|| loop {
+                if error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    return;
+                }
+                let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    return;
+                };
+                let v = &list[i];
+                eprintln!("{}: booting {}", v.name, v.bzimage().display());
+                let started = Instant::now();
+                match boot_one(v, args, &base.join(&v.name)) {
+                    Ok(o) => {
+                        if !report(&o, started.elapsed()) {
+                            failed.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+                        }
+                    }
+                    Err(e) => {
+                        error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+            });
         }
-        if let Some(u) = &o.guest_uptime {
-            line.push_str(&format!(" (guest uptime {u} s)"));
-        }
-        if let Some(k) = &o.krelease {
-            line.push_str(&format!(", kernel {k}"));
-        }
-        if let Some(d) = o.done {
-            line.push_str(&format!(", runner done after {}", secs(d)));
-        }
-        if let Some((p, f, s)) = o.ktap {
-            line.push_str(&format!(", KTAP {p} ok / {f} not ok / {s} skip"));
-        }
-        line.push_str(&format!(", total {}", secs(started.elapsed())));
-        if o.problems.is_empty() {
-            println!("{line}: PASS");
-        } else {
-            println!("{line}: FAIL");
-            for p in &o.problems {
-                println!("  {}: {p}", o.name);
-            }
-            println!("  {}: console tail:", o.name);
-            for l in &o.console_tail {
-                println!("  | {l}");
-            }
-            failed.push(o.name.clone());
-        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
     }
+    let mut failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+    failed.sort_unstable();
+    let failed: Vec<&str> = failed.iter().map(|&i| list[i].name.as_str()).collect();
     if let Some(d) = &args.log_dir {
         eprintln!("logs in {}", d.display());
     }

@@ -245,6 +245,10 @@ struct BootArgs {
     /// Only wait for the first marker; don't require the runner to finish.
     #[arg(long)]
     first_marker_only: bool,
+    /// Guests at a time (each line is printed when its variant is done; the
+    /// summary keeps the variants' order).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
     /// Accelerator.
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     accel: Accel,
@@ -689,6 +693,7 @@ fn run_boot(a: &BootArgs) -> Result<bool, MainError> {
         conf: a.files.conf()?,
         timeout: a.timeout,
         first_marker_only: a.first_marker_only,
+        jobs: a.jobs.max(1),
         accel: a.accel,
         qemu: a.qemu.clone(),
         cache: a.cache.clone(),
