@@ -14,7 +14,7 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::QueueOwnedT;
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -36,12 +36,21 @@ struct Echo {
 }
 
 impl Echo {
+    /// One pass over the queue, under the vring lock throughout. A ring that is stopped or
+    /// disabled is left alone: vhost-user-backend's worker also calls in for a queue it was
+    /// told about before a GET_VRING_BASE it has not seen yet, and an error returned from
+    /// here would end that worker thread for good.
     fn process(&self, vring: &VringRwLock) -> std::io::Result<()> {
         let mem = self.mem.memory();
+        let mut state = vring.get_mut();
         loop {
-            vring.disable_notification().unwrap();
-            let chains: Vec<_> = vring
-                .get_mut()
+            if !state.is_enabled() || !state.get_queue().ready() {
+                return Ok(());
+            }
+            state
+                .disable_notification()
+                .map_err(std::io::Error::other)?;
+            let chains: Vec<_> = state
                 .get_queue_mut()
                 .iter(mem.clone())
                 .map_err(std::io::Error::other)?
@@ -59,14 +68,15 @@ impl Echo {
                     }
                     _ => 0,
                 };
-                vring.add_used(head, written).unwrap();
+                state
+                    .add_used(head, written)
+                    .map_err(std::io::Error::other)?;
             }
-            vring.signal_used_queue().unwrap();
-            if !self.event_idx || !vring.enable_notification().unwrap() {
-                break;
+            state.signal_used_queue()?;
+            if !self.event_idx || !state.enable_notification().map_err(std::io::Error::other)? {
+                return Ok(());
             }
         }
-        Ok(())
     }
 }
 
