@@ -63,9 +63,10 @@ pub mod features {
 }
 
 const PAGE: u64 = 4096;
-/// How long the frontend waits for any reply of the backend. vhost 0.18's `Frontend` retries a
-/// read that timed out (it treats `EAGAIN` as "try again"), so a socket read timeout does not
-/// bound a request: a watchdog thread shuts the socket down instead, and the request fails.
+/// How long the frontend waits for any reply of the backend unless
+/// [`FrontendOptions::reply_timeout`] says otherwise. vhost 0.18's `Frontend` retries a read
+/// that timed out (it treats `EAGAIN` as "try again"), so a socket read timeout does not bound
+/// a request: a watchdog thread shuts the socket down instead, and the request fails.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 const DESC_SIZE: u64 = 16;
 /// What device-writable buffers are filled with before they are queued.
@@ -115,8 +116,8 @@ pub enum FrontendError {
     #[error("timed out")]
     Timeout,
     /// The backend did not answer a vhost-user request in time; the connection is shut down.
-    #[error("vhost-user request {0} got no answer within {REPLY_TIMEOUT:?}; connection shut down")]
-    NoReply(&'static str),
+    #[error("vhost-user request {0} got no answer within {1:?}; connection shut down")]
+    NoReply(&'static str, Duration),
     /// No such queue.
     #[error("no queue {0}")]
     BadQueue(usize),
@@ -141,10 +142,11 @@ pub enum FrontendError {
 
 type Result<T> = std::result::Result<T, FrontendError>;
 
-/// Shuts a connection down when a request has waited longer than [`REPLY_TIMEOUT`].
+/// Shuts a connection down when a request has waited longer than its reply timeout.
 #[derive(Debug)]
 struct Watchdog {
     shared: Arc<(Mutex<WatchState>, Condvar)>,
+    timeout: Duration,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -159,7 +161,7 @@ struct WatchState {
 }
 
 impl Watchdog {
-    fn new(stream: UnixStream) -> Result<Watchdog> {
+    fn new(stream: UnixStream, timeout: Duration) -> Result<Watchdog> {
         let shared = Arc::new((Mutex::new(WatchState::default()), Condvar::new()));
         let s2 = shared.clone();
         let thread = thread::Builder::new()
@@ -171,6 +173,7 @@ impl Watchdog {
             })?;
         Ok(Watchdog {
             shared,
+            timeout,
             thread: Some(thread),
         })
     }
@@ -185,7 +188,7 @@ impl Watchdog {
         if st.fired {
             return false;
         }
-        st.deadline = Some(Instant::now() + REPLY_TIMEOUT);
+        st.deadline = Some(Instant::now() + self.timeout);
         self.shared.1.notify_all();
         true
     }
@@ -247,6 +250,8 @@ pub struct FrontendOptions {
     pub protocol_features: VhostUserProtocolFeatures,
     /// Bytes of guest memory for each descriptor's buffers.
     pub slot_size: u32,
+    /// How long any vhost-user request may wait for its reply ([`REPLY_TIMEOUT`] by default).
+    pub reply_timeout: Duration,
 }
 
 impl Default for FrontendOptions {
@@ -260,6 +265,7 @@ impl Default for FrontendOptions {
                 | VhostUserProtocolFeatures::MQ
                 | VhostUserProtocolFeatures::REPLY_ACK,
             slot_size: 4096,
+            reply_timeout: REPLY_TIMEOUT,
         }
     }
 }
@@ -415,7 +421,7 @@ impl TestFrontend {
                 source,
             })
         };
-        let watchdog = Watchdog::new(clone()?)?;
+        let watchdog = Watchdog::new(clone()?, opts.reply_timeout)?;
         let conn = clone()?;
         let queue_count = u64::try_from(opts.queue_sizes.len()).map_err(mem_err)?;
         let frontend = Frontend::from_stream(stream, queue_count);
@@ -451,13 +457,13 @@ impl TestFrontend {
         f: impl FnOnce(&mut Frontend) -> vhost::Result<T>,
     ) -> Result<T> {
         if !self.watchdog.arm() {
-            return Err(FrontendError::NoReply(request));
+            return Err(FrontendError::NoReply(request, self.watchdog.timeout));
         }
         // A handle on the same connection (the frontend is an Arc inside).
         let mut frontend = self.frontend.clone();
         let r = f(&mut frontend);
         if self.watchdog.disarm() {
-            return Err(FrontendError::NoReply(request));
+            return Err(FrontendError::NoReply(request, self.watchdog.timeout));
         }
         r.map_err(|source| FrontendError::Vhost { request, source })
     }
@@ -1124,9 +1130,11 @@ mod tests {
     }
 
     /// A backend that accepts and never answers: the first request fails after the reply
-    /// timeout instead of hanging (vhost 0.18 alone retries the timed-out read forever).
+    /// timeout (shortened here) instead of hanging (vhost 0.18 alone retries the timed-out
+    /// read forever).
     #[test]
     fn a_silent_backend_makes_the_request_fail_not_hang() {
+        let reply_timeout = Duration::from_millis(500);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("silent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&p).unwrap();
@@ -1138,16 +1146,20 @@ mod tests {
             while std::io::Read::read(&mut c, &mut buf).is_ok_and(|n| n > 0) {}
         });
         let t0 = Instant::now();
-        let err = TestFrontend::connect(&p, FrontendOptions::default(), Duration::from_secs(5))
-            .unwrap_err();
+        let opts = FrontendOptions {
+            reply_timeout,
+            ..FrontendOptions::default()
+        };
+        let err = TestFrontend::connect(&p, opts, Duration::from_secs(5)).unwrap_err();
         let took = t0.elapsed();
         eprintln!("silent backend: {err} after {took:?}");
         assert!(
-            matches!(err, FrontendError::NoReply("GET_FEATURES")),
+            matches!(err, FrontendError::NoReply("GET_FEATURES", t) if t == reply_timeout),
             "{err}"
         );
+        // Not before the timeout; well before the default one.
         assert!(
-            took >= REPLY_TIMEOUT && took < REPLY_TIMEOUT * 3,
+            took >= reply_timeout && took < REPLY_TIMEOUT / 2,
             "{took:?}"
         );
         server.join().unwrap();

@@ -217,7 +217,7 @@ fn out_of_descriptors_refuses_the_connection() {
     let took = t0.elapsed();
     eprintln!("refused in {took:?}: {err}");
     assert!(
-        !matches!(err, test_kit::frontend::FrontendError::NoReply(_)),
+        !matches!(err, test_kit::frontend::FrontendError::NoReply(..)),
         "hung: {err}"
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
