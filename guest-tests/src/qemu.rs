@@ -133,8 +133,12 @@ pub struct QemuConfig {
 /// The default kernel command line before the scenario's own words. `no_timer_check`: under
 /// TCG on a loaded host the IO-APIC timer check can miss its ticks and panic the boot ("IO-APIC +
 /// timer doesn't work!"), seen here at load average 9; the check proves nothing about QEMU's
-/// emulated timer.
-pub const BASE_APPEND: &str = "console=ttyS0 panic=-1 slub_debug=P no_timer_check";
+/// emulated timer. `pty.legacy_count=0`: no BSD pty pairs (`CONFIG_LEGACY_PTYS` makes 256 by
+/// default, 512 devices registered at boot, which nothing here opens); measured 2026-12-02,
+/// 0.36 s of a 2.2 s boot to the runner on 6.12-kref and 2.3 s of 13.7 s on 6.12-debug. A
+/// kernel without legacy ptys passes the word on to init, which ignores it.
+pub const BASE_APPEND: &str =
+    "console=ttyS0 panic=-1 slub_debug=P no_timer_check pty.legacy_count=0";
 
 impl QemuConfig {
     /// A configuration for a kernel and initramfs with the console and
@@ -405,7 +409,7 @@ mod tests {
         assert_eq!(after(&a, "-initrd"), ["/k/initramfs.cpio.gz"]);
         assert_eq!(
             after(&a, "-append"),
-            ["console=ttyS0 panic=-1 slub_debug=P no_timer_check vgn.scenario=boot"]
+            ["console=ttyS0 panic=-1 slub_debug=P no_timer_check pty.legacy_count=0 vgn.scenario=boot"]
         );
         assert!(a.contains(&"-no-reboot".to_owned()));
         assert!(after(&a, "-device").is_empty());
