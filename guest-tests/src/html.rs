@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::classify::{Frame, Splat};
+use crate::markup::escape;
 
 /// A cell's outcome, which sets its colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,23 +68,6 @@ pub struct Cell<'a> {
     pub mismatches: &'a [String],
     /// Logs beside the page, as (label, file name).
     pub logs: Vec<(String, String)>,
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A relative link to a file beside the page, percent-encoding what a URL path can't hold.
@@ -397,12 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn links_and_text_are_escaped() {
+    fn links_are_percent_encoded() {
         assert_eq!(href("a b#c?.log"), "a%20b%23c%3F.log");
-        assert_eq!(
-            escape("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-        assert_eq!(escape("bell\u{7}"), "bell\u{fffd}");
     }
 }

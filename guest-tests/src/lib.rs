@@ -34,6 +34,7 @@ pub mod expect;
 pub mod html;
 pub mod kcidb;
 pub mod ktap;
+pub mod markup;
 pub mod observe;
 pub mod qemu;
 pub mod qmp;

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Splat;
+use crate::markup::escape;
 use crate::observe::{Observations, Value, WriteOutcome};
 
 /// How a run compares with `expected.toml`.
@@ -161,23 +162,6 @@ pub fn write_json(path: &Path, runs: &[RunReport]) -> std::io::Result<()> {
     std::fs::write(path, text + "\n")
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 has no place for most control characters: consoles carry some.
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The runs as a JUnit XML document: one test case per run, failed when unexpected.
 pub fn junit(runs: &[RunReport]) -> String {
     let failures = runs.iter().filter(|r| r.unexpected()).count();
@@ -202,8 +186,8 @@ pub fn junit(runs: &[RunReport]) -> String {
         let _ = write!(
             x,
             r#"    <testcase classname="reproduce.{}" name="{}" time="{:.1}">"#,
-            xml_escape(&r.kernel),
-            xml_escape(&r.scenario),
+            escape(&r.kernel),
+            escape(&r.scenario),
             r.seconds
         );
         if r.verdict == Verdict::Observed {
@@ -216,7 +200,7 @@ pub fn junit(runs: &[RunReport]) -> String {
             let _ = write!(
                 x,
                 "\n      <skipped message=\"skipped: {}\"/>\n    ",
-                xml_escape(
+                escape(
                     r.skipped
                         .as_deref()
                         .unwrap_or("the kernel lacks what it needs")
@@ -227,14 +211,14 @@ pub fn junit(runs: &[RunReport]) -> String {
             let _ = write!(
                 x,
                 "\n      <failure message=\"{}\">{}</failure>\n    ",
-                xml_escape(&r.mismatches.join("; ")),
-                xml_escape(&r.why)
+                escape(&r.mismatches.join("; ")),
+                escape(&r.why)
             );
         }
         let _ = write!(
             x,
             "\n      <system-out>{}</system-out>\n    ",
-            xml_escape(&summary(r))
+            escape(&summary(r))
         );
         let _ = writeln!(x, "</testcase>");
     }
