@@ -96,6 +96,40 @@ fn command_err(command: &'static str) -> impl FnOnce(qapi::ExecuteError) -> QmpE
     }
 }
 
+/// Events QEMU may send before its greeting, at most. Seen once in 90 runs (2026-12-02, QEMU
+/// 10.0.2, a CI rehearsal): a RESUME event as the first line of a connection made as the
+/// guest started, the greeting presumably after it; the run failed as a harness error.
+const EVENTS_BEFORE_GREETING: usize = 8;
+
+/// Reads QEMU's greeting, skipping (and logging) events sent before it. Read by hand: the
+/// crate's reader panics on an early EOF.
+fn read_greeting(reader: &mut impl BufRead) -> Result<(), QmpError> {
+    for _ in 0..=EVENTS_BEFORE_GREETING {
+        let mut line = String::new();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| QmpError::Greeting(e.to_string()))?;
+        if n == 0 {
+            return Err(QmpError::Greeting("the connection closed".into()));
+        }
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| QmpError::Greeting(format!("{e}: {line:?}")))?;
+        if value.get("QMP").is_some() {
+            return Ok(());
+        }
+        if value.get("event").is_none() {
+            return Err(QmpError::Greeting(format!("not a QMP greeting: {line:?}")));
+        }
+        log::debug!(
+            "QMP: an event before the greeting, skipped: {}",
+            line.trim_end()
+        );
+    }
+    Err(QmpError::Greeting(format!(
+        "no greeting after {EVENTS_BEFORE_GREETING} events"
+    )))
+}
+
 impl QmpClient {
     /// Connects (retrying until `timeout` while QEMU starts), reads the greeting and leaves
     /// capabilities negotiation mode.
@@ -140,18 +174,7 @@ impl QmpClient {
             .map_err(connect_err)?;
         let writer = stream.try_clone().map_err(connect_err)?;
         let mut reader = BufReader::new(stream);
-        // Read the greeting ourselves: the crate's reader panics on an early EOF.
-        let mut greeting = String::new();
-        reader
-            .read_line(&mut greeting)
-            .map_err(|e| QmpError::Greeting(e.to_string()))?;
-        let value: serde_json::Value = serde_json::from_str(&greeting)
-            .map_err(|e| QmpError::Greeting(format!("{e}: {greeting:?}")))?;
-        if value.get("QMP").is_none() {
-            return Err(QmpError::Greeting(format!(
-                "not a QMP greeting: {greeting:?}"
-            )));
-        }
+        read_greeting(&mut reader)?;
         let mut qmp = Qmp::new(Stream::new(reader, writer));
         qmp.execute(&qmp::qmp_capabilities { enable: None })
             .map_err(command_err("qmp_capabilities"))?;
@@ -323,5 +346,41 @@ impl QmpClient {
             ))
             .map_err(command_err("device_add"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greet(text: &str) -> Result<(), QmpError> {
+        read_greeting(&mut text.as_bytes())
+    }
+
+    const GREETING: &str = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n";
+    const RESUME: &str =
+        "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\r\n";
+
+    #[test]
+    fn the_greeting_is_read() {
+        greet(GREETING).unwrap();
+    }
+
+    #[test]
+    fn events_before_the_greeting_are_skipped() {
+        greet(&format!("{RESUME}{RESUME}{GREETING}")).unwrap();
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        assert!(matches!(
+            greet("{\"return\": {}}\n"),
+            Err(QmpError::Greeting(_))
+        ));
+        assert!(matches!(greet("garbage\n"), Err(QmpError::Greeting(_))));
+        assert!(matches!(greet(RESUME), Err(QmpError::Greeting(_))));
+        assert!(matches!(greet(""), Err(QmpError::Greeting(_))));
+        let flood = RESUME.repeat(EVENTS_BEFORE_GREETING + 1) + GREETING;
+        assert!(matches!(greet(&flood), Err(QmpError::Greeting(_))));
     }
 }
