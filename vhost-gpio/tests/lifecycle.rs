@@ -176,16 +176,16 @@ fn wp_trials_going_away(how: GoAway, trials: usize) -> Result<(), String> {
     let mut landed = 0;
     let mut mid_batch = 0;
     let mut slowest = Duration::ZERO;
+    let marker = match how {
+        GoAway::DisableRing => "ring disabled",
+        GoAway::Close | GoAway::CloseThenKick => "connection closed",
+    };
     for trial in 0..trials {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let delay = Duration::from_micros(rng % 3000);
         let mut fe = g.connect(opts(1024, 256), T);
-        let marker = match how {
-            GoAway::DisableRing => "ring disabled",
-            GoAway::Close | GoAway::CloseThenKick => "connection closed",
-        };
         let before = count(&g.log(), marker);
         queue_wp_batch(&mut fe, 999);
         match how {
