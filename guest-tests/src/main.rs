@@ -19,7 +19,7 @@ use guest_tests::kcidb::{KcidbError, Submitter};
 use guest_tests::qemu::{self, Accel, QemuError};
 use guest_tests::report::RunReport;
 use guest_tests::scenario::{self, FileKind, Scenario, ScenarioError};
-use guest_tests::shard::{self, Exit, Shard, ShardError, EXIT_CODES_HELP};
+use guest_tests::shard::{self, Exit, ScenariosOn, Shard, ShardError, EXIT_CODES_HELP};
 use guest_tests::variants::{self, Conf, Variant, VariantError};
 
 #[derive(Debug, Parser)]
@@ -161,6 +161,11 @@ struct ReproduceArgs {
     /// merge their reports with `guest-tests merge`).
     #[arg(long, value_name = "K/N", default_value = "1/1")]
     shard: Shard,
+    /// On kernel V, run only these scenarios of the matrix (repeatable; the kernel and
+    /// scenarios must be among those picked); the other kernels run every scenario. For
+    /// example a debug kernel on only the scenarios where its sanitizers see more.
+    #[arg(long = "scenarios-on", value_name = "V=S[,S...]")]
+    scenarios_on: Vec<ScenariosOn>,
     #[command(flatten)]
     kcidb: KcidbArgs,
     #[command(flatten)]
@@ -537,14 +542,24 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<Exit, MainError> {
     let expectations = Expectations::load(&a.expected)?;
     expectations.check(&scenarios)?;
     let kernels = a.run.pick_kernels(&a.kernels, &conf)?;
+    let names: Vec<String> = scenarios.iter().map(|s| s.name.clone()).collect();
+    for on in &a.scenarios_on {
+        pick(
+            std::slice::from_ref(&on.kernel),
+            &kernels.iter().map(String::as_str).collect::<Vec<_>>(),
+            "kernel for --scenarios-on (not among those picked)",
+        )?;
+        pick(
+            &on.scenarios,
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+            "scenario for --scenarios-on (not among those picked)",
+        )?;
+    }
     let kcidb = a.kcidb.out(&a.out_dir, &a.run.cache)?;
     let built = a.run.built(&kernels)?;
     let mut opts = a.run.options(&a.out_dir, a.run_timeout, a.guest_timeout)?;
     opts.jobs = a.jobs.max(1);
-    let mine = a.shard.select(
-        &kernels,
-        &scenarios.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-    );
+    let mine = a.shard.select(&kernels, &names, &a.scenarios_on);
     let qemu_version = qemu::version(&a.run.qemu)?;
     eprintln!(
         "[reproduce] {} kernel(s) x {} scenario(s), shard {}: {} run(s), {} at a time, {}; logs in {}",
@@ -556,10 +571,15 @@ fn run_reproduce(a: &ReproduceArgs) -> Result<Exit, MainError> {
         qemu_version,
         a.out_dir.display()
     );
-    let mut runs = reproduce::run_all(&built, &scenarios, &expectations, &opts, a.shard);
+    let mut runs = reproduce::run_all(&built, &scenarios, &expectations, &opts, &mine);
     guest_tests::report::group_titles(&mut runs);
+    let narrowed = if a.scenarios_on.is_empty() {
+        ""
+    } else {
+        " (narrowed by --scenarios-on)"
+    };
     let meta = format!(
-        "shard {} of the {} kernel(s) x {} scenario(s) matrix: {} run(s); {}",
+        "shard {} of the {} kernel(s) x {} scenario(s) matrix{narrowed}: {} run(s); {}",
         a.shard,
         built.len(),
         scenarios.len(),
@@ -806,6 +826,44 @@ mod tests {
         );
         let e = run_reproduce(&reproduce(&["--scenario", "unbnid"])).unwrap_err();
         assert!(e.to_string().contains("unknown scenario 'unbnid'"), "{e}");
+    }
+
+    #[test]
+    fn scenarios_on_names_only_picked_kernels_and_scenarios() {
+        let e = run_reproduce(&reproduce(&[
+            "--kernel",
+            "6.1-baseline",
+            "--scenarios-on",
+            "6.12-debug=unbind",
+        ]))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "unknown kernel for --scenarios-on (not among those picked) '6.12-debug' (known: 6.1-baseline)"
+            ),
+            "{e}"
+        );
+        let e = run_reproduce(&reproduce(&[
+            "--kernel",
+            "6.1-baseline",
+            "--scenario",
+            "unbind",
+            "--scenarios-on",
+            "6.1-baseline=unbind,replug",
+        ]))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "unknown scenario for --scenarios-on (not among those picked) 'replug' (known: unbind)"
+            ),
+            "{e}"
+        );
+        let e = Cli::try_parse_from(["guest-tests", "reproduce", "--scenarios-on", "6.12-debug"])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("KERNEL=SCENARIO[,SCENARIO...]"),
+            "{e}"
+        );
     }
 
     #[test]

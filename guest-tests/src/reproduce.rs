@@ -13,7 +13,6 @@ use crate::expect::{Expectation, Expectations};
 use crate::report::{RunReport, Verdict};
 use crate::run::{self, Options, RunDir};
 use crate::scenario::{KconfigCheck, Scenario};
-use crate::shard::Shard;
 use crate::timing::{self, Expected};
 use crate::variants::Variant;
 
@@ -143,20 +142,16 @@ fn reached_first_marker(console_log: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs the (variant, scenario) pairs of `shard`, `opts.jobs` at a time, reporting progress
-/// on stderr.
+/// Runs the (variant, scenario) pairs named in `mine` (a shard's selection, see
+/// [`crate::shard::Shard::select`]), `opts.jobs` at a time, reporting progress on stderr.
 pub fn run_all(
     variants: &[Variant],
     scenarios: &[Scenario],
     expectations: &Expectations,
     opts: &Options,
-    shard: Shard,
+    mine: &[(String, String)],
 ) -> Vec<RunReport> {
     let declared: Vec<_> = scenarios.iter().flat_map(Scenario::results).collect();
-    let mine = shard.select(
-        &variants.iter().map(|v| v.name.clone()).collect::<Vec<_>>(),
-        &scenarios.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-    );
     let work: Vec<(Variant, Scenario)> = variants
         .iter()
         .flat_map(|v| scenarios.iter().map(move |s| (v.clone(), s.clone())))

@@ -29,6 +29,9 @@ pub enum ShardError {
     /// Nothing to merge.
     #[error("no runs to merge")]
     Empty,
+    /// Not `KERNEL=SCENARIO[,SCENARIO...]`.
+    #[error("--scenarios-on takes KERNEL=SCENARIO[,SCENARIO...] (for example 6.12-debug=unbind,replug), not {0:?}")]
+    ScenariosOnSyntax(String),
 }
 
 /// One part of N.
@@ -65,16 +68,61 @@ impl Shard {
     /// The whole matrix as one shard.
     pub const WHOLE: Shard = Shard { index: 1, count: 1 };
 
-    /// This shard's pairs of `kernels` x `scenarios`, in the canonical order.
-    pub fn select(&self, kernels: &[String], scenarios: &[String]) -> Vec<(String, String)> {
+    /// This shard's pairs of `kernels` x `scenarios`, less the pairs that `narrow` leaves
+    /// out, in the canonical order.
+    pub fn select(
+        &self,
+        kernels: &[String],
+        scenarios: &[String],
+        narrow: &[ScenariosOn],
+    ) -> Vec<(String, String)> {
         let ks: BTreeSet<&String> = kernels.iter().collect();
         let ss: BTreeSet<&String> = scenarios.iter().collect();
         ks.iter()
             .flat_map(|k| ss.iter().map(move |s| ((*k).clone(), (*s).clone())))
+            .filter(|(k, s)| ScenariosOn::keeps(narrow, k, s))
             .enumerate()
             .filter(|(i, _)| i % self.count + 1 == self.index)
             .map(|(_, pair)| pair)
             .collect()
+    }
+}
+
+/// `--scenarios-on KERNEL=SCENARIO[,SCENARIO...]`: on that kernel, only those scenarios of the
+/// matrix run (the other kernels run all of them). A debug kernel, for example, on only the
+/// scenarios where its sanitizers find what the plain kernels cannot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenariosOn {
+    /// Kernel variant.
+    pub kernel: String,
+    /// The scenarios it runs.
+    pub scenarios: Vec<String>,
+}
+
+impl FromStr for ScenariosOn {
+    type Err = ShardError;
+
+    fn from_str(s: &str) -> Result<ScenariosOn, ShardError> {
+        let bad = || ShardError::ScenariosOnSyntax(s.to_string());
+        let (kernel, list) = s.split_once('=').ok_or_else(bad)?;
+        let kernel = kernel.trim();
+        let scenarios: Vec<String> = list.split(',').map(|x| x.trim().to_string()).collect();
+        if kernel.is_empty() || scenarios.iter().any(String::is_empty) {
+            return Err(bad());
+        }
+        Ok(ScenariosOn {
+            kernel: kernel.to_string(),
+            scenarios,
+        })
+    }
+}
+
+impl ScenariosOn {
+    /// Whether the pair runs: its kernel is named in no entry of `narrow`, or `scenario` is
+    /// in one of the entries that name it (entries for one kernel add up).
+    pub fn keeps(narrow: &[ScenariosOn], kernel: &str, scenario: &str) -> bool {
+        let mut on = narrow.iter().filter(|n| n.kernel == kernel).peekable();
+        on.peek().is_none() || on.any(|n| n.scenarios.iter().any(|s| s == scenario))
     }
 }
 
@@ -187,12 +235,12 @@ mod tests {
     fn shards_cover_the_matrix_exactly_once_whatever_the_input_order() {
         let kernels = names(&["6.12-kref", "6.1-baseline", "7.3-baseline"]);
         let scenarios = names(&["unbind", "irq", "replug", "eeprom"]);
-        let whole = Shard::WHOLE.select(&kernels, &scenarios);
+        let whole = Shard::WHOLE.select(&kernels, &scenarios, &[]);
         assert_eq!(whole.len(), 12);
         for n in 1..=13 {
             let mut seen = Vec::new();
             for k in 1..=n {
-                let part = Shard { index: k, count: n }.select(&kernels, &scenarios);
+                let part = Shard { index: k, count: n }.select(&kernels, &scenarios, &[]);
                 // Balanced: sizes differ by at most one.
                 assert!(part.len() == 12 / n || part.len() == 12 / n + 1, "{k}/{n}");
                 seen.extend(part);
@@ -206,8 +254,52 @@ mod tests {
         shuffled_k.reverse();
         let s = Shard { index: 2, count: 3 };
         assert_eq!(
-            s.select(&kernels, &scenarios),
-            s.select(&shuffled_k, &scenarios)
+            s.select(&kernels, &scenarios, &[]),
+            s.select(&shuffled_k, &scenarios, &[])
+        );
+    }
+
+    #[test]
+    fn scenarios_on_parses_and_narrows_one_kernel() {
+        let on: ScenariosOn = " 6.12-debug = unbind, replug".parse().unwrap();
+        assert_eq!(on.kernel, "6.12-debug");
+        assert_eq!(on.scenarios, names(&["unbind", "replug"]));
+        for bad in ["6.12-debug", "=unbind", "6.12-debug=", "k=a,,b", "k=a,"] {
+            assert_eq!(
+                bad.parse::<ScenariosOn>(),
+                Err(ShardError::ScenariosOnSyntax(bad.to_string())),
+                "{bad}"
+            );
+        }
+        let kernels = names(&["6.12-debug", "6.1-baseline"]);
+        let scenarios = names(&["unbind", "irq", "replug"]);
+        let narrow = vec![
+            "6.12-debug=unbind".parse().unwrap(),
+            "6.12-debug=replug".parse().unwrap(),
+        ];
+        let whole = Shard::WHOLE.select(&kernels, &scenarios, &narrow);
+        assert_eq!(
+            whole,
+            [
+                ("6.1-baseline", "irq"),
+                ("6.1-baseline", "replug"),
+                ("6.1-baseline", "unbind"),
+                ("6.12-debug", "replug"),
+                ("6.12-debug", "unbind"),
+            ]
+            .map(|(k, s)| (k.to_string(), s.to_string()))
+        );
+        // The shards split the narrowed matrix: every kept pair once, balanced.
+        let mut seen: Vec<_> = (1..=2)
+            .flat_map(|k| Shard { index: k, count: 2 }.select(&kernels, &scenarios, &narrow))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, whole);
+        assert_eq!(
+            Shard { index: 1, count: 2 }
+                .select(&kernels, &scenarios, &narrow)
+                .len(),
+            3
         );
     }
 
