@@ -133,6 +133,12 @@ pub fn judge(
         }
     }
     for f in &run.figures {
+        // The page size at24 was given for this EEPROM: the write figure means little
+        // without it.
+        if f.kind.starts_with("nvmem-") && f.pagesize.is_none() {
+            run.problems
+                .push(format!("{}: no page size for its EEPROM", f.kind));
+        }
         if let Some(n) = f.mismatches.filter(|&n| n > 0) {
             run.problems
                 .push(format!("{}: {n} values read back wrong", f.kind));
@@ -388,6 +394,20 @@ VGN-MARK: done scenario=bench
             gone.problems[0].contains("unreadable"),
             "{:?}",
             gone.problems
+        );
+    }
+
+    #[test]
+    fn an_nvmem_figure_without_its_page_size_is_a_problem() {
+        let m = markers(&GUEST.replace(
+            " pagesize=32\nVGN-MARK: done",
+            " pagesize=unknown\nVGN-MARK: done",
+        ));
+        let mut r = BenchRun::default();
+        judge(&mut r, &m, Some(b"a"), &[]);
+        assert_eq!(
+            r.problems,
+            ["nvmem-write: no page size for its EEPROM".to_string()]
         );
     }
 
