@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::classify::{Frame, Splat};
-use crate::markup::escape;
+use crate::markup::{escape, url_path};
 
 /// A cell's outcome, which sets its colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,19 +68,6 @@ pub struct Cell<'a> {
     pub mismatches: &'a [String],
     /// Logs beside the page, as (label, file name).
     pub logs: Vec<(String, String)>,
-}
-
-/// A relative link to a file beside the page, percent-encoding what a URL path can't hold.
-fn href(file: &str) -> String {
-    let mut out = String::new();
-    for b in file.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 const STYLE: &str = "
@@ -211,7 +198,7 @@ fn cell_html(out: &mut String, c: &Cell<'_>) {
             let _ = write!(
                 out,
                 "<a href=\"{}\">{}</a>",
-                escape(&href(file)),
+                escape(&url_path(file)),
                 escape(label)
             );
         }
@@ -382,6 +369,6 @@ mod tests {
 
     #[test]
     fn links_are_percent_encoded() {
-        assert_eq!(href("a b#c?.log"), "a%20b%23c%3F.log");
+        assert_eq!(url_path("a b#c?.log"), "a%20b%23c%3F.log");
     }
 }

@@ -88,19 +88,8 @@ impl Submitter {
     }
 
     fn url(&self, file: &str) -> Option<String> {
-        (!self.url_base.is_empty() && !file.is_empty()).then(|| {
-            let mut u = self.url_base.clone();
-            for c in file.chars() {
-                match c {
-                    ' ' => u.push_str("%20"),
-                    '#' => u.push_str("%23"),
-                    '?' => u.push_str("%3F"),
-                    '%' => u.push_str("%25"),
-                    c => u.push(c),
-                }
-            }
-            u
-        })
+        (!self.url_base.is_empty() && !file.is_empty())
+            .then(|| format!("{}{}", self.url_base, crate::markup::url_path(file)))
     }
 }
 

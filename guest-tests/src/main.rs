@@ -201,10 +201,10 @@ impl KcidbArgs {
             path: dir.to_path_buf(),
             source,
         })?;
-        let url = self
-            .kcidb_url_base
-            .clone()
-            .unwrap_or_else(|| format!("file://{}/", abs.display()));
+        let url = self.kcidb_url_base.clone().unwrap_or_else(|| {
+            let path = guest_tests::markup::url_path(&abs.to_string_lossy());
+            format!("file://{path}/")
+        });
         let submission = self
             .kcidb_submission
             .clone()

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 
 //! Escaping text for the two markup documents the harness writes, `report.html` and the JUnit
-//! XML: one escaper whose output is valid in both.
+//! XML: one escaper whose output is valid in both; and a file name made into a URL path, for
+//! the links of `report.html` and the log URLs of the KCIDB document.
+
+use std::fmt::Write as _;
 
 /// Escapes text for element content and attribute values of HTML and of XML 1.0. Control
 /// characters other than tab, line feed and carriage return (which XML 1.0 cannot hold and
@@ -23,6 +26,21 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Percent-encodes a relative file path for a URL: every byte but unreserved ASCII
+/// (RFC 3986: letters, digits, `-._~`) and `/` becomes `%XX`, so that a name with spaces, `#`,
+/// `?`, `%`, `+` or non-ASCII letters stays one valid path.
+pub fn url_path(file: &str) -> String {
+    let mut out = String::with_capacity(file.len());
+    for b in file.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +56,12 @@ mod tests {
             "bell\u{fffd} esc\u{fffd} del\u{fffd}"
         );
         assert_eq!(escape("a\tb\r\nc é"), "a\tb\r\nc é");
+    }
+
+    #[test]
+    fn url_paths_keep_unreserved_bytes_and_slashes() {
+        assert_eq!(url_path("a b#c?.log"), "a%20b%23c%3F.log");
+        assert_eq!(url_path("d/6.1-kref--x_y~z.log"), "d/6.1-kref--x_y~z.log");
+        assert_eq!(url_path("100%+é"), "100%25%2B%C3%A9");
     }
 }
